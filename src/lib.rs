@@ -1,0 +1,57 @@
+//! # hookpool
+//!
+//! Bounded, observable, lossless background work for programs without an
+//! async runtime: a fixed set of OS threads fed by a bounded
+//! [crossbeam-channel](https://docs.rs/crossbeam-channel) queue.
+//!
+//! Submitting never blocks ([`Pool::try_submit`]). When the queue is full the
+//! job comes back in [`SubmitError::Full`], so the caller decides what to do.
+//! Shutdown stops intake, drains the queue and joins every thread; with a
+//! deadline, the jobs that never started are handed back.
+//!
+//! ```
+//! use hookpool::{Pool, SubmitError};
+//!
+//! let pool = Pool::builder()
+//!     .workers(2)
+//!     .queue_capacity(128)
+//!     .name("emails")
+//!     .build(|to: String| -> Result<(), String> {
+//!         // send the email...
+//!         if to.contains('@') { Ok(()) } else { Err(format!("bad address {to:?}")) }
+//!     })?;
+//!
+//! match pool.try_submit("ada@example.com".to_owned()) {
+//!     Ok(()) => {}
+//!     Err(SubmitError::Full(job)) => eprintln!("busy, try {job} later"),
+//!     Err(SubmitError::Closed(job)) => eprintln!("shutting down, {job} not sent"),
+//! }
+//!
+//! let report = pool.shutdown();
+//! assert!(report.unstarted.is_empty());
+//! assert_eq!(report.stats.succeeded, 1);
+//! # Ok::<(), hookpool::BuildError>(())
+//! ```
+//!
+//! # Logging
+//!
+//! hookpool logs through the [`log`](https://docs.rs/log) facade under the
+//! target `hookpool`: job failures at warn, panics at error, lifecycle at
+//! debug. Payloads appear only at trace level, and signing secrets never
+//! appear at any level.
+//!
+//! # Minimum supported Rust version
+//!
+//! Rust 1.85 (edition 2024).
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![warn(rust_2018_idioms, unreachable_pub)]
+
+mod error;
+mod pool;
+mod stats;
+
+pub use error::{BuildError, SubmitError};
+pub use pool::{PanicEvent, Pool, PoolBuilder, ShutdownReport, Submitter};
+pub use stats::Stats;

@@ -1,0 +1,58 @@
+//! Helpers shared by the integration tests. Each test binary uses a subset.
+#![allow(dead_code)]
+
+pub mod logger;
+
+use std::time::{Duration, Instant};
+
+/// Polls `cond` until it holds or `timeout` passes; returns whether it held.
+/// Every wait in the tests goes through a bounded loop like this one.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_micros(100);
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// `n` parties meet; each waits at most `timeout` for the others. Unlike
+/// `std::sync::Barrier`, a missing party makes the test fail instead of hang.
+#[derive(Clone)]
+pub struct Rendezvous {
+    n: usize,
+    state: std::sync::Arc<(std::sync::Mutex<usize>, std::sync::Condvar)>,
+}
+
+impl Rendezvous {
+    pub fn new(n: usize) -> Self {
+        Rendezvous {
+            n,
+            state: Default::default(),
+        }
+    }
+
+    /// Arrives and waits for the others; returns whether all `n` arrived.
+    pub fn arrive_and_wait(&self, timeout: Duration) -> bool {
+        let (count, cv) = &*self.state;
+        let mut c = count.lock().unwrap();
+        *c += 1;
+        cv.notify_all();
+        let (c, _) = cv.wait_timeout_while(c, timeout, |c| *c < self.n).unwrap();
+        *c >= self.n
+    }
+
+    /// Waits, without arriving, until all `n` have arrived.
+    pub fn wait_all(&self, timeout: Duration) -> bool {
+        let (count, cv) = &*self.state;
+        let c = count.lock().unwrap();
+        let (c, _) = cv.wait_timeout_while(c, timeout, |c| *c < self.n).unwrap();
+        *c >= self.n
+    }
+}
