@@ -48,10 +48,21 @@
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms, unreachable_pub)]
 
+mod breaker;
+mod clock;
 mod error;
 mod pool;
+mod retry;
 mod stats;
+mod webhook;
 
+pub use breaker::{Admission, Breaker, BreakerConfig, BreakerState, Endpoint, Health, Transition};
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{BuildError, SubmitError};
 pub use pool::{PanicEvent, Pool, PoolBuilder, ShutdownReport, Submitter};
+pub use retry::{Backoff, RetryPolicy, Retryability, parse_retry_after};
 pub use stats::Stats;
+pub use webhook::sign::{
+    HEADER_WEBHOOK_ID, HEADER_WEBHOOK_SIGNATURE, HEADER_WEBHOOK_TIMESTAMP, SecretError,
+    SigningSecret, VerifyError, new_message_id, signature_header, verify,
+};

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod logger;
+pub mod server;
 
 use std::time::{Duration, Instant};
 

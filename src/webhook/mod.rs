@@ -1,0 +1,3 @@
+//! Webhook delivery: the [`Webhook`] value, signing (Standard Webhooks) and sending.
+
+pub(crate) mod sign;
