@@ -50,19 +50,29 @@
 
 mod breaker;
 mod clock;
+mod dead_letter;
 mod error;
 mod pool;
 mod retry;
+mod schedule;
 mod stats;
 mod webhook;
 
 pub use breaker::{Admission, Breaker, BreakerConfig, BreakerState, Endpoint, Health, Transition};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use dead_letter::{
+    DeadLetter, DeadLetterReason, DeadLetterSink, JsonlDeadLetters, MemoryDeadLetters,
+};
 pub use error::{BuildError, SubmitError};
 pub use pool::{PanicEvent, Pool, PoolBuilder, ShutdownReport, Submitter};
 pub use retry::{Backoff, RetryPolicy, Retryability, parse_retry_after};
 pub use stats::Stats;
+pub use webhook::dispatcher::{
+    DispatchHandle, DispatchReport, DispatchStats, Dispatcher, DispatcherBuilder, EndpointStats,
+};
+pub use webhook::send::DeliveryError;
 pub use webhook::sign::{
     HEADER_WEBHOOK_ID, HEADER_WEBHOOK_SIGNATURE, HEADER_WEBHOOK_TIMESTAMP, SecretError,
     SigningSecret, VerifyError, new_message_id, signature_header, verify,
 };
+pub use webhook::{Webhook, WebhookError};

@@ -250,6 +250,16 @@ impl PoolBuilder {
         self
     }
 
+    pub(crate) fn name_ref(&self) -> &str {
+        &self.name
+    }
+
+    /// The worker count `build` will use.
+    pub(crate) fn workers_ref(&self) -> usize {
+        self.workers
+            .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
     /// Stack size of each worker thread, in bytes. Defaults to the standard
     /// library's default (2 MiB unless `RUST_MIN_STACK` says otherwise).
     ///
@@ -478,6 +488,9 @@ pub struct Submitter<J> {
     stop: Receiver<Never>,
     gate: Arc<CachePadded<GateSlot>>,
     shared: Arc<Shared>,
+    /// Crate-internal handles (the dispatcher's retry scheduler) may still
+    /// send after intake closes; their owner stops them before the workers.
+    internal: bool,
 }
 
 impl<J> Submitter<J> {
@@ -489,6 +502,7 @@ impl<J> Submitter<J> {
             stop,
             gate,
             shared,
+            internal: false,
         }
     }
 
@@ -547,7 +561,7 @@ impl<J> Submitter<J> {
     #[inline]
     fn send_once(&self, env: Envelope<J>) -> Result<(), SubmitError<Envelope<J>>> {
         self.gate.inflight.fetch_add(1, Ordering::SeqCst);
-        if self.shared.closed.load(Ordering::SeqCst) {
+        if self.shared.closed.load(Ordering::SeqCst) && !self.internal {
             self.gate.inflight.fetch_sub(1, Ordering::Release);
             return Err(SubmitError::Closed(env));
         }
@@ -652,7 +666,10 @@ impl<J> Submitter<J> {
 
 impl<J> Clone for Submitter<J> {
     fn clone(&self) -> Self {
-        Submitter::register(self.tx.clone(), self.stop.clone(), Arc::clone(&self.shared))
+        let mut clone =
+            Submitter::register(self.tx.clone(), self.stop.clone(), Arc::clone(&self.shared));
+        clone.internal = self.internal;
+        clone
     }
 }
 
@@ -796,6 +813,21 @@ impl<J> Pool<J> {
     /// ```
     pub fn submitter(&self) -> Submitter<J> {
         self.inner().submitter.clone()
+    }
+
+    /// A handle that keeps sending after [`close_intake`](Pool::close_intake).
+    /// Its owner must stop using it before the pool is shut down: a job it
+    /// sends after the workers have drained would get `Closed` back.
+    pub(crate) fn internal_submitter(&self) -> Submitter<J> {
+        let mut s = self.submitter();
+        s.internal = true;
+        s
+    }
+
+    /// Stops intake from every ordinary handle, leaving the workers running.
+    /// After this returns, ordinary submissions get `Closed`.
+    pub(crate) fn close_intake(&self) {
+        self.inner().submitter.shared.close();
     }
 
     /// A snapshot of the counters and gauges.

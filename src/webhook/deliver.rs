@@ -1,0 +1,425 @@
+//! What a worker does with one delivery: ask the endpoint's breaker, send,
+//! classify, then deliver, retry later, defer, or dead-letter.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime};
+
+use parking_lot::Mutex;
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+
+use crate::breaker::{Admission, Breakers, Endpoint, Health, Transition};
+use crate::clock::Clock;
+use crate::dead_letter::{
+    DeadLetter, DeadLetterReason, DeadLetterSink, MemoryDeadLetters, unix_ms,
+};
+use crate::pool::panic_message;
+use crate::retry::{RetryPolicy, Retryability};
+use crate::schedule::DelayQueue;
+use crate::webhook::send::{Attempt, DeliveryError, Failure, HttpSender};
+use crate::webhook::{Webhook, redact_url};
+
+/// A webhook on its way, with its delivery history. This is the pool's job
+/// type, and what waits in the delay queue between attempts.
+pub(crate) struct Delivery {
+    pub(crate) webhook: Webhook,
+    pub(crate) accepted_at: Instant,
+    pub(crate) attempts: u32,
+    pub(crate) first_attempt_at: Option<SystemTime>,
+    pub(crate) last_attempt_at: Option<SystemTime>,
+    pub(crate) last_error: Option<DeliveryError>,
+}
+
+impl Delivery {
+    pub(crate) fn new(webhook: Webhook, now: Instant) -> Self {
+        Delivery {
+            webhook,
+            accepted_at: now,
+            attempts: 0,
+            first_attempt_at: None,
+            last_attempt_at: None,
+            last_error: None,
+        }
+    }
+}
+
+/// Dispatcher-wide counters. `accepted - delivered - dead_lettered` is the
+/// number of webhooks not yet final.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) accepted: AtomicU64,
+    pub(crate) delivered: AtomicU64,
+    pub(crate) dead_lettered: AtomicU64,
+    pub(crate) retried: AtomicU64,
+    pub(crate) deferred_by_breaker: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn outstanding(&self) -> u64 {
+        // Final counts are read first: `accepted` only grows, so this never
+        // underflows and never reports zero too early.
+        let finished =
+            self.delivered.load(Ordering::SeqCst) + self.dead_lettered.load(Ordering::SeqCst);
+        self.accepted
+            .load(Ordering::SeqCst)
+            .saturating_sub(finished)
+    }
+}
+
+/// Everything the workers share.
+pub(crate) struct Engine {
+    pub(crate) name: String,
+    pub(crate) sender: HttpSender,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) breakers: Breakers,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) sink: Option<Arc<dyn DeadLetterSink>>,
+    /// Letters with nowhere else to go: no sink, or the sink failed.
+    pub(crate) unsaved: MemoryDeadLetters,
+    /// URLs that answered 410 Gone.
+    pub(crate) gone: Mutex<HashSet<Arc<str>>>,
+    pub(crate) counters: Counters,
+    pub(crate) delay: DelayQueue<Delivery>,
+}
+
+impl Engine {
+    /// Handles one delivery. Never loses it: a panic anywhere in here is
+    /// caught, the webhook is dead-lettered, and the panic is passed on to the
+    /// pool so that it is counted and logged there too.
+    pub(crate) fn run(&self, delivery: Delivery) {
+        let webhook = delivery.webhook.clone();
+        let attempts = delivery.attempts;
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| self.attempt(delivery))) {
+            let mut d = Delivery::new(webhook, self.clock.now());
+            d.attempts = attempts;
+            let why = panic_message(&*payload).to_owned();
+            self.dead_letter(d, DeadLetterReason::Panicked, &DeliveryError::Panicked(why));
+            std::panic::resume_unwind(payload);
+        }
+    }
+
+    fn attempt(&self, mut d: Delivery) {
+        if self.gone.lock().contains(d.webhook.url()) {
+            let error = d.last_error.take().unwrap_or(DeliveryError::Status {
+                status: 410,
+                body: String::new(),
+            });
+            return self.dead_letter(d, DeadLetterReason::EndpointGone, &error);
+        }
+        let endpoint = d.webhook.endpoint().clone();
+        let (admission, transition) = self.breakers.admit(&endpoint, self.clock.now());
+        self.log_transition(&endpoint, transition);
+        let was_probe = match admission {
+            Admission::Allowed => false,
+            Admission::Probe => true,
+            Admission::Rejected { retry_at } => return self.defer(d, retry_at),
+        };
+
+        let wall = self.clock.system_now();
+        d.attempts += 1;
+        d.first_attempt_at.get_or_insert(wall);
+        d.last_attempt_at = Some(wall);
+        let attempt = self.sender.send(&d.webhook, wall);
+
+        let health = match &attempt {
+            Attempt::Delivered { .. } => Health::Success,
+            Attempt::Failed(f) => f.health,
+        };
+        let transition = self
+            .breakers
+            .record(&endpoint, health, was_probe, self.clock.now());
+        self.log_transition(&endpoint, transition);
+
+        match attempt {
+            Attempt::Delivered { status } => {
+                log::debug!(
+                    target: "hookpool",
+                    "{}: webhook {} delivered to {} ({status}) on attempt {}",
+                    self.name,
+                    d.webhook.id(),
+                    d.webhook.redacted_url(),
+                    d.attempts
+                );
+                log::trace!(target: "hookpool", "{}: webhook {} body {}", self.name, d.webhook.id(), d.webhook.raw_body().get());
+                self.counters.delivered.fetch_add(1, Ordering::SeqCst);
+            }
+            Attempt::Failed(failure) => self.failed(d, failure),
+        }
+    }
+
+    fn failed(&self, mut d: Delivery, failure: Failure) {
+        if failure.gone {
+            self.gone.lock().insert(d.webhook.url().into());
+        }
+        let now = self.clock.now();
+        let elapsed = now.saturating_duration_since(d.accepted_at);
+        let mut rng = fastrand::Rng::new();
+        match self
+            .retry
+            .next_delay(d.attempts, failure.retry, elapsed, &mut rng)
+        {
+            Some(delay) => {
+                log::debug!(
+                    target: "hookpool",
+                    "{}: webhook {} attempt {} to {} failed ({}); retrying in {delay:?}",
+                    self.name,
+                    d.webhook.id(),
+                    d.attempts,
+                    d.webhook.redacted_url(),
+                    self.redact(&d.webhook, &failure.error.to_string()),
+                );
+                self.counters.retried.fetch_add(1, Ordering::Relaxed);
+                d.last_error = Some(failure.error);
+                self.reschedule(d, now + delay);
+            }
+            None => {
+                let reason = if failure.gone {
+                    DeadLetterReason::EndpointGone
+                } else if matches!(failure.error, DeliveryError::Blocked(_)) {
+                    DeadLetterReason::Blocked
+                } else if failure.retry == Retryability::Permanent {
+                    DeadLetterReason::PermanentFailure
+                } else if d.attempts >= self.retry.attempts_limit() {
+                    DeadLetterReason::RetriesExhausted
+                } else {
+                    DeadLetterReason::MaxElapsed
+                };
+                self.dead_letter(d, reason, &failure.error);
+            }
+        }
+    }
+
+    /// The endpoint's breaker is open: wait in the delay queue, not on a
+    /// worker, without spending an attempt.
+    fn defer(&self, d: Delivery, retry_at: Instant) {
+        let mut due = retry_at;
+        if let Some(limit) = self.retry.elapsed_limit() {
+            let expires = d.accepted_at + limit;
+            if self.clock.now() >= expires {
+                let error = DeliveryError::Transport(format!(
+                    "circuit breaker open for {}",
+                    d.webhook.endpoint()
+                ));
+                let error = d.last_error.clone().unwrap_or(error);
+                return self.dead_letter(d, DeadLetterReason::MaxElapsed, &error);
+            }
+            due = due.min(expires);
+        }
+        self.counters
+            .deferred_by_breaker
+            .fetch_add(1, Ordering::Relaxed);
+        log::trace!(target: "hookpool", "{}: webhook {} deferred: breaker open", self.name, d.webhook.id());
+        self.reschedule(d, due);
+    }
+
+    fn reschedule(&self, d: Delivery, due: Instant) {
+        if let Err(d) = self.delay.schedule(due, d) {
+            let error = d
+                .last_error
+                .clone()
+                .unwrap_or(DeliveryError::Transport("not attempted".into()));
+            self.dead_letter(d, DeadLetterReason::Shutdown, &error);
+        }
+    }
+
+    /// Gives up on a delivery: stores the letter (or keeps it in memory),
+    /// then counts it. The count comes last so that when `outstanding()`
+    /// reaches zero every letter is already somewhere.
+    pub(crate) fn dead_letter(&self, d: Delivery, reason: DeadLetterReason, error: &DeliveryError) {
+        let error_text = self.redact(&d.webhook, &error.to_string());
+        log::warn!(
+            target: "hookpool",
+            "{}: webhook {} to {} dead-lettered ({reason}) after {} attempt(s): {error_text}",
+            self.name,
+            d.webhook.id(),
+            d.webhook.redacted_url(),
+            d.attempts,
+        );
+        let letter = DeadLetter {
+            id: d.webhook.id().to_owned(),
+            url: d.webhook.url().to_owned(),
+            payload: d.webhook.raw_body().to_owned(),
+            attempts: d.attempts,
+            error: error_text,
+            last_status: error.status(),
+            first_attempt_at: d.first_attempt_at.map(unix_ms),
+            last_attempt_at: d.last_attempt_at.map(unix_ms),
+            dead_lettered_at: unix_ms(self.clock.system_now()),
+            reason,
+        };
+        match &self.sink {
+            Some(sink) => {
+                if let Err(e) = sink.store(&letter) {
+                    log::error!(
+                        target: "hookpool",
+                        "{}: dead-letter store failed for webhook {}: {e}; kept in memory for the shutdown report",
+                        self.name,
+                        letter.id
+                    );
+                    self.unsaved.push(letter);
+                }
+            }
+            None => self.unsaved.push(letter),
+        }
+        self.counters.dead_lettered.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Removes the webhook's URL (and so its query string) from a message.
+    fn redact(&self, webhook: &Webhook, text: &str) -> String {
+        let url = webhook.url();
+        let mut text = text.replace(url, &redact_url(url));
+        if let Some(q) = url.find('?') {
+            text = text.replace(&url[q + 1..], "REDACTED");
+        }
+        text
+    }
+
+    fn log_transition(&self, endpoint: &Endpoint, transition: Option<Transition>) {
+        if let Some(t) = transition {
+            log::info!(
+                target: "hookpool",
+                "{}: circuit breaker for {endpoint}: {} -> {}",
+                self.name,
+                t.from,
+                t.to
+            );
+        }
+    }
+}
+
+/// Resolves like ureq's default resolver, then drops every address in a
+/// private, loopback, link-local, CGNAT, unique-local, multicast or
+/// unspecified range. ureq connects only to the addresses returned here, so
+/// the address checked is the address used: DNS rebinding has no window.
+#[derive(Debug, Default)]
+pub(crate) struct GuardedResolver {
+    inner: DefaultResolver,
+}
+
+impl Resolver for GuardedResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let resolved = self.inner.resolve(uri, config, timeout)?;
+        let mut allowed = self.empty();
+        let mut refused = None;
+        for addr in resolved.iter() {
+            if is_forbidden(addr.ip()) {
+                refused = Some(addr.ip());
+            } else {
+                allowed.push(*addr);
+            }
+        }
+        match refused {
+            Some(ip) if allowed.is_empty() => Err(ureq::Error::Other(Box::new(BlockedAddress(ip)))),
+            _ => Ok(allowed),
+        }
+    }
+}
+
+/// The error a [`GuardedResolver`] returns through ureq.
+#[derive(Debug)]
+pub(crate) struct BlockedAddress(IpAddr);
+
+impl fmt::Display for BlockedAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} is in a private or reserved range", self.0)
+    }
+}
+
+impl std::error::Error for BlockedAddress {}
+
+/// Whether `ip` is an address a webhook must never reach when the
+/// private-network guard is on.
+pub(crate) fn is_forbidden(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_forbidden_v4(v4),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_forbidden_v4(v4);
+            }
+            let seg = v6.segments();
+            // NAT64 (64:ff9b::/96) embeds an IPv4 address in the last 32 bits.
+            if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                let [a, b] = seg[6].to_be_bytes();
+                let [c, d] = seg[7].to_be_bytes();
+                return is_forbidden_v4(Ipv4Addr::new(a, b, c, d));
+            }
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (seg[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
+                || (seg[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
+                || (seg[0] & 0xffc0) == 0xfec0 // deprecated site-local fec0::/10
+        }
+    }
+}
+
+fn is_forbidden_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, ..] = ip.octets();
+    ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local() // 169.254/16, cloud metadata included
+        || ip.is_multicast()
+        || ip.is_unspecified()
+        || ip.is_broadcast()
+        || a == 0 // "this network" 0/8
+        || (a == 100 && (64..128).contains(&b)) // CGNAT 100.64/10
+        || a >= 240 // reserved 240/4
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forbidden_ranges() {
+        for ip in [
+            "127.0.0.1",
+            "127.8.9.10",
+            "10.0.0.1",
+            "10.255.255.255",
+            "172.16.0.1",
+            "172.31.255.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "100.127.255.255",
+            "224.0.0.1",
+            "239.1.1.1",
+            "0.0.0.0",
+            "0.1.2.3",
+            "255.255.255.255",
+            "240.0.0.1",
+            "::1",
+            "::",
+            "fc00::1",
+            "fd12:3456::1",
+            "fe80::1",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.1.2.3",
+            "64:ff9b::a9fe:a9fe",
+        ] {
+            assert!(is_forbidden(ip.parse().unwrap()), "{ip} allowed");
+        }
+        for ip in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "172.32.0.1",
+            "100.128.0.1",
+            "192.169.0.1",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+        ] {
+            assert!(!is_forbidden(ip.parse().unwrap()), "{ip} refused");
+        }
+    }
+}
