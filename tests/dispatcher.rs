@@ -833,3 +833,35 @@ fn full_queue_and_closed_dispatcher_hand_the_webhook_back() {
     assert_eq!(report.stats.delivered, accepted);
     assert!(handle.try_send(back).unwrap_err().is_closed());
 }
+
+#[test]
+fn the_connect_timeout_bounds_a_connect_that_never_completes() {
+    use std::net::{TcpListener, TcpStream};
+    // A listener that never accepts. Once its accept queue is full, the
+    // kernel drops further SYNs and a connect hangs.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4096 {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(100)) {
+            Ok(s) => fillers.push(s),
+            Err(_) => break,
+        }
+    }
+    let letters = MemoryDeadLetters::new();
+    let hooks = builder("connect-timeout")
+        .connect_timeout(Duration::from_millis(200))
+        .timeout(Duration::from_secs(600))
+        .retry(RetryPolicy::none())
+        .dead_letters(letters.clone())
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    hooks.try_send(Webhook::new(&format!("http://{addr}/never"), &1).unwrap()).unwrap();
+    let report = hooks.shutdown_timeout(BOUND);
+    // Bounded by the 200 ms connect timeout, not the 600 s total timeout.
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert_eq!(report.stats.dead_lettered, 1);
+    assert_eq!(letters.letters()[0].error, "request timed out");
+    drop(fillers);
+}

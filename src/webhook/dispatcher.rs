@@ -1000,3 +1000,28 @@ impl fmt::Debug for DispatchReport {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let b = DispatcherBuilder::default();
+        assert_eq!(b.connect_timeout, Duration::from_secs(5));
+        assert_eq!(b.timeout, Duration::from_secs(15));
+        assert_eq!(b.max_response_body, 64 * 1024);
+        assert_eq!(b.pool.workers_ref(), 8);
+        assert!(!b.deny_private_networks);
+        assert!(b.secrets.is_empty() && b.sink.is_none());
+        assert_eq!(b.drop_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn zero_timeouts_are_refused() {
+        let err = Dispatcher::builder().connect_timeout(Duration::ZERO).build().unwrap_err();
+        assert!(matches!(err, BuildError::Invalid(ref m) if m.contains("connect timeout")));
+        assert!(matches!(Dispatcher::builder().workers(0).build(), Err(BuildError::ZeroWorkers)));
+        assert!(matches!(Dispatcher::builder().queue_capacity(0).build(), Err(BuildError::ZeroCapacity)));
+    }
+}
