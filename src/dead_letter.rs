@@ -27,7 +27,7 @@ use crate::webhook::{Webhook, WebhookError};
 /// assert_eq!(serde_json::to_string(&DeadLetterReason::Shutdown)?, "\"shutdown\"");
 /// # Ok::<(), serde_json::Error>(())
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum DeadLetterReason {
@@ -52,6 +52,29 @@ pub enum DeadLetterReason {
 }
 
 impl DeadLetterReason {
+    /// Every reason, in declaration order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(hookpool::DeadLetterReason::ALL.contains(&hookpool::DeadLetterReason::Shutdown));
+    /// ```
+    pub const ALL: [DeadLetterReason; 8] = [
+        DeadLetterReason::RetriesExhausted,
+        DeadLetterReason::PermanentFailure,
+        DeadLetterReason::EndpointGone,
+        DeadLetterReason::MaxElapsed,
+        DeadLetterReason::Shutdown,
+        DeadLetterReason::QueueFull,
+        DeadLetterReason::Panicked,
+        DeadLetterReason::Blocked,
+    ];
+
+    /// Position in [`ALL`](DeadLetterReason::ALL).
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
     /// The snake-case name used in JSON and logs.
     ///
     /// # Examples

@@ -53,7 +53,9 @@ mod clock;
 mod dead_letter;
 mod error;
 mod pool;
+pub mod prometheus;
 mod retry;
+mod saturation;
 mod schedule;
 mod stats;
 mod webhook;
@@ -65,11 +67,13 @@ pub use dead_letter::{
 };
 pub use error::{BuildError, SubmitError};
 pub use pool::{PanicEvent, Pool, PoolBuilder, ShutdownReport, Submitter};
+pub use prometheus::Exposition;
 pub use retry::{Backoff, RetryPolicy, Retryability, parse_retry_after};
-pub use stats::Stats;
+pub use stats::{FINITE_BUCKETS, Histogram, Stats};
 pub use webhook::dispatcher::{
     DispatchHandle, DispatchReport, DispatchStats, Dispatcher, DispatcherBuilder, EndpointStats,
 };
+pub use webhook::events::{BreakerChange, Delivered};
 pub use webhook::send::DeliveryError;
 pub use webhook::sign::{
     HEADER_WEBHOOK_ID, HEADER_WEBHOOK_SIGNATURE, HEADER_WEBHOOK_TIMESTAMP, SecretError,

@@ -36,7 +36,8 @@ use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 
 use crate::error::{BuildError, SubmitError};
-use crate::stats::{GateSlot, Stats, WorkerSlot, bump, state};
+use crate::saturation::{Load, Monitor};
+use crate::stats::{GateSlot, Stats, WorkerSlot, bump, bump_owned, state};
 
 /// The message that travels through the queue.
 struct Envelope<J> {
@@ -165,6 +166,7 @@ pub struct PoolBuilder {
     name: String,
     stack_size: Option<usize>,
     panic_handler: Option<PanicHandler>,
+    warn_interval: Duration,
 }
 
 impl Default for PoolBuilder {
@@ -175,6 +177,7 @@ impl Default for PoolBuilder {
             name: "hookpool".to_owned(),
             stack_size: None,
             panic_handler: None,
+            warn_interval: Duration::from_secs(30),
         }
     }
 }
@@ -187,6 +190,7 @@ impl fmt::Debug for PoolBuilder {
             .field("name", &self.name)
             .field("stack_size", &self.stack_size)
             .field("panic_handler", &self.panic_handler.is_some())
+            .field("warn_interval", &self.warn_interval)
             .finish()
     }
 }
@@ -275,6 +279,21 @@ impl PoolBuilder {
         self
     }
 
+    /// The least time between two saturation warnings of the same kind
+    /// (queue at 80% of capacity; every worker busy while jobs wait).
+    /// Defaults to 30 s. Warnings go to the `log` facade at warn level.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = hookpool::Pool::builder().warn_interval(std::time::Duration::from_secs(60)).build(|_: ()| Ok::<(), String>(()))?;
+    /// # Ok::<(), hookpool::BuildError>(())
+    /// ```
+    pub fn warn_interval(mut self, interval: Duration) -> Self {
+        self.warn_interval = interval;
+        self
+    }
+
     /// Called on the worker thread after a job panics, once the panic has
     /// been counted and logged. Defaults to none. A panic inside the handler
     /// itself is caught and logged too; the worker survives either way.
@@ -340,6 +359,7 @@ impl PoolBuilder {
                 .map(|_| CachePadded::new(WorkerSlot::default()))
                 .collect(),
             panic_handler: self.panic_handler,
+            monitor: Monitor::new(self.warn_interval),
         });
         let returned = Arc::new(Mutex::new(Vec::new()));
         let handler = Arc::new(handler);
@@ -392,6 +412,7 @@ struct Shared {
     gates: Mutex<GateRegistry>,
     workers: Box<[CachePadded<WorkerSlot>]>,
     panic_handler: Option<PanicHandler>,
+    monitor: Monitor,
 }
 
 /// Live submitter gates, plus the totals of handles already dropped so that
@@ -422,7 +443,13 @@ impl Shared {
             s.succeeded += slot.succeeded.load(Ordering::Relaxed);
             s.failed += slot.failed.load(Ordering::Relaxed);
             s.panicked += slot.panicked.load(Ordering::Relaxed);
+            s.queue_high_water = s
+                .queue_high_water
+                .max(slot.high_water.load(Ordering::Relaxed));
+            slot.queue_wait.add_to(&mut s.queue_wait);
+            slot.run_time.add_to(&mut s.run_time);
         }
+        s.queue_high_water = s.queue_high_water.max(queued);
         let gates = self.gates.lock();
         s.submitted = gates.retired_submitted;
         s.rejected = gates.retired_rejected;
@@ -431,6 +458,21 @@ impl Shared {
             s.rejected += gate.rejected.load(Ordering::Relaxed);
         }
         s
+    }
+
+    /// The load right now, for saturation checks.
+    fn load(&self, queued: usize) -> Load {
+        let busy = self
+            .workers
+            .iter()
+            .filter(|w| w.state.load(Ordering::Relaxed) == state::RUNNING)
+            .count();
+        Load {
+            queued,
+            capacity: self.capacity,
+            busy,
+            workers: self.workers.len(),
+        }
     }
 
     /// Stops intake: after this returns, no send can succeed and the queue's
@@ -544,16 +586,32 @@ impl<J> Submitter<J> {
     /// ```
     #[inline]
     pub fn try_submit(&self, job: J) -> Result<(), SubmitError<J>> {
-        let env = Envelope {
-            job,
-            enqueued: Instant::now(),
-        };
+        let now = Instant::now();
+        let env = Envelope { job, enqueued: now };
         match self.send_once(env) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                let shared = &self.shared;
+                shared
+                    .monitor
+                    .tick(&shared.name, now, || shared.load(self.tx.len()));
+                Ok(())
+            }
             Err(e) => {
                 bump(&self.gate.rejected);
+                self.refused(&e);
                 Err(e.map(|env| env.job))
             }
+        }
+    }
+
+    /// A refusal is a cold path: check saturation right away.
+    #[cold]
+    fn refused(&self, e: &SubmitError<Envelope<J>>) {
+        if e.is_full() {
+            let shared = &self.shared;
+            shared
+                .monitor
+                .check_now(&shared.name, shared.load(self.tx.len()));
         }
     }
 
@@ -628,7 +686,9 @@ impl<J> Submitter<J> {
             };
             if !ready {
                 bump(&self.gate.rejected);
-                return Err(SubmitError::Full(env.job));
+                let refused = SubmitError::Full(env);
+                self.refused(&refused);
+                return Err(refused.map(|env| env.job));
             }
             env.enqueued = Instant::now();
         }
@@ -842,6 +902,26 @@ impl<J> Pool<J> {
     /// ```
     pub fn stats(&self) -> Stats {
         self.inner().submitter.stats()
+    }
+
+    /// The metrics in Prometheus text format 0.0.4, labelled
+    /// `pool="<name>"`. Serve them with
+    /// [`prometheus::CONTENT_TYPE`](crate::prometheus::CONTENT_TYPE).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = hookpool::Pool::builder().name("emails").build(|_: u8| Ok::<(), String>(()))?;
+    /// pool.try_submit(1).unwrap();
+    /// let text = pool.render_prometheus();
+    /// assert!(text.contains("# TYPE hookpool_jobs_submitted_total counter"));
+    /// assert!(text.contains("hookpool_jobs_submitted_total{pool=\"emails\"} 1"));
+    /// # Ok::<(), hookpool::BuildError>(())
+    /// ```
+    pub fn render_prometheus(&self) -> String {
+        crate::prometheus::Exposition::new()
+            .pool(self.name(), &self.stats())
+            .render()
     }
 
     /// The name given to the builder.
@@ -1185,7 +1265,12 @@ where
                 self.returned.lock().push(env.job);
                 break;
             }
-            self.run_job(slot, env);
+            // The queue was at least this deep just before this job left it.
+            let depth = self.rx.len() + 1;
+            if depth > slot.high_water.load(Ordering::Relaxed) {
+                slot.high_water.store(depth, Ordering::Relaxed);
+            }
+            self.run_job(slot, env, depth);
             if slot
                 .state
                 .compare_exchange(
@@ -1203,16 +1288,24 @@ where
     }
 
     #[inline]
-    fn run_job(&self, slot: &WorkerSlot, env: Envelope<J>) {
-        let _queued_for = env.enqueued.elapsed();
-        match catch_unwind(AssertUnwindSafe(|| (self.handler)(env.job))) {
-            Ok(Ok(())) => bump(&slot.succeeded),
+    fn run_job(&self, slot: &WorkerSlot, env: Envelope<J>, depth: usize) {
+        let started = Instant::now();
+        slot.queue_wait
+            .record_owned(started.saturating_duration_since(env.enqueued));
+        let shared = &self.shared;
+        shared
+            .monitor
+            .tick(&shared.name, started, || shared.load(depth - 1));
+        let outcome = catch_unwind(AssertUnwindSafe(|| (self.handler)(env.job)));
+        slot.run_time.record_owned(started.elapsed());
+        match outcome {
+            Ok(Ok(())) => bump_owned(&slot.succeeded, 1),
             Ok(Err(e)) => {
-                bump(&slot.failed);
+                bump_owned(&slot.failed, 1);
                 log::warn!(target: "hookpool", "{}: job failed: {e}", self.shared.name);
             }
             Err(payload) => {
-                bump(&slot.panicked);
+                bump_owned(&slot.panicked, 1);
                 self.report_panic(payload);
             }
         }

@@ -449,6 +449,8 @@ fn breaker_opens_defers_probes_and_closes() {
     assert!(server.wait_for_requests(3, BOUND));
     assert!(wait_until(BOUND, || hooks.stats().breaker(&ep)
         == Some(BreakerState::Open)));
+    // The failed probe is back in the delay queue before the clock moves on.
+    assert!(wait_until(BOUND, || hooks.stats().waiting_retries == 5));
     assert_eq!(server.request_count(), 3);
 
     // The endpoint recovers: the next probe closes the breaker and everything drains.
@@ -857,7 +859,9 @@ fn the_connect_timeout_bounds_a_connect_that_never_completes() {
         .build()
         .unwrap();
     let started = std::time::Instant::now();
-    hooks.try_send(Webhook::new(&format!("http://{addr}/never"), &1).unwrap()).unwrap();
+    hooks
+        .try_send(Webhook::new(&format!("http://{addr}/never"), &1).unwrap())
+        .unwrap();
     let report = hooks.shutdown_timeout(BOUND);
     // Bounded by the 200 ms connect timeout, not the 600 s total timeout.
     assert!(started.elapsed() < Duration::from_secs(60));

@@ -12,14 +12,17 @@ use std::time::{Instant, SystemTime};
 use parking_lot::Mutex;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 
-use crate::breaker::{Admission, Breakers, Endpoint, Health, Transition};
+use crate::breaker::{Admission, BreakerState, Breakers, Endpoint, Health, Transition};
 use crate::clock::Clock;
 use crate::dead_letter::{
     DeadLetter, DeadLetterReason, DeadLetterSink, MemoryDeadLetters, unix_ms,
 };
 use crate::pool::panic_message;
 use crate::retry::{RetryPolicy, Retryability};
+use crate::saturation::RateLimit;
 use crate::schedule::DelayQueue;
+use crate::stats::Recorder;
+use crate::webhook::events::{self, BreakerChange, Delivered, Hooks};
 use crate::webhook::send::{Attempt, DeliveryError, Failure, HttpSender};
 use crate::webhook::{Webhook, redact_url};
 
@@ -56,6 +59,10 @@ pub(crate) struct Counters {
     pub(crate) dead_lettered: AtomicU64,
     pub(crate) retried: AtomicU64,
     pub(crate) deferred_by_breaker: AtomicU64,
+    pub(crate) hook_panics: AtomicU64,
+    pub(crate) by_reason: [AtomicU64; DeadLetterReason::ALL.len()],
+    /// Acceptance to delivery.
+    pub(crate) latency: Recorder,
 }
 
 impl Counters {
@@ -84,6 +91,11 @@ pub(crate) struct Engine {
     pub(crate) gone: Mutex<HashSet<Arc<str>>>,
     pub(crate) counters: Counters,
     pub(crate) delay: DelayQueue<Delivery>,
+    pub(crate) hooks: Hooks,
+    /// When each endpoint's "breaker opened" warning may be logged again.
+    pub(crate) breaker_warnings: Mutex<std::collections::HashMap<Endpoint, Arc<RateLimit>>>,
+    pub(crate) warn_interval: std::time::Duration,
+    pub(crate) epoch: Instant,
 }
 
 impl Engine {
@@ -136,6 +148,8 @@ impl Engine {
 
         match attempt {
             Attempt::Delivered { status } => {
+                let latency = self.clock.now().saturating_duration_since(d.accepted_at);
+                self.counters.latency.record_shared(latency);
                 log::debug!(
                     target: "hookpool",
                     "{}: webhook {} delivered to {} ({status}) on attempt {}",
@@ -146,6 +160,20 @@ impl Engine {
                 );
                 log::trace!(target: "hookpool", "{}: webhook {} body {}", self.name, d.webhook.id(), d.webhook.raw_body().get());
                 self.counters.delivered.fetch_add(1, Ordering::SeqCst);
+                if let Some(hook) = &self.hooks.delivered {
+                    let event = Delivered {
+                        webhook: &d.webhook,
+                        status,
+                        attempts: d.attempts,
+                        latency,
+                    };
+                    events::call(
+                        &self.name,
+                        "on_delivered",
+                        &self.counters.hook_panics,
+                        || hook(&event),
+                    );
+                }
             }
             Attempt::Failed(failure) => self.failed(d, failure),
         }
@@ -260,12 +288,21 @@ impl Engine {
                         self.name,
                         letter.id
                     );
-                    self.unsaved.push(letter);
+                    self.unsaved.push(letter.clone());
                 }
             }
-            None => self.unsaved.push(letter),
+            None => self.unsaved.push(letter.clone()),
         }
+        self.counters.by_reason[reason.index()].fetch_add(1, Ordering::Relaxed);
         self.counters.dead_lettered.fetch_add(1, Ordering::SeqCst);
+        if let Some(hook) = &self.hooks.dead_letter {
+            events::call(
+                &self.name,
+                "on_dead_letter",
+                &self.counters.hook_panics,
+                || hook(&letter),
+            );
+        }
     }
 
     /// Removes the webhook's URL (and so its query string) from a message.
@@ -278,14 +315,51 @@ impl Engine {
         text
     }
 
+    /// Logs a breaker transition (info), warns when one opens (rate-limited
+    /// per endpoint), and calls the hook. The breaker's lock is already
+    /// released.
     fn log_transition(&self, endpoint: &Endpoint, transition: Option<Transition>) {
-        if let Some(t) = transition {
-            log::info!(
-                target: "hookpool",
-                "{}: circuit breaker for {endpoint}: {} -> {}",
-                self.name,
-                t.from,
-                t.to
+        let Some(t) = transition else { return };
+        log::info!(
+            target: "hookpool",
+            "{}: circuit breaker for {endpoint}: {} -> {}",
+            self.name,
+            t.from,
+            t.to
+        );
+        if t.to == BreakerState::Open {
+            let limit = Arc::clone(
+                self.breaker_warnings
+                    .lock()
+                    .entry(endpoint.clone())
+                    .or_insert_with(|| Arc::new(RateLimit::new())),
+            );
+            let now = u64::try_from(
+                self.clock
+                    .now()
+                    .saturating_duration_since(self.epoch)
+                    .as_nanos(),
+            )
+            .unwrap_or(u64::MAX);
+            if limit.allow(now, self.warn_interval) {
+                log::warn!(
+                    target: "hookpool",
+                    "{}: circuit breaker opened for {endpoint}; its webhooks wait until it recovers",
+                    self.name
+                );
+            }
+        }
+        if let Some(hook) = &self.hooks.breaker {
+            let change = BreakerChange {
+                endpoint,
+                from: t.from,
+                to: t.to,
+            };
+            events::call(
+                &self.name,
+                "on_breaker_change",
+                &self.counters.hook_panics,
+                || hook(&change),
             );
         }
     }

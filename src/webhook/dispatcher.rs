@@ -1,7 +1,7 @@
 //! The [`Dispatcher`]: a [`Pool`] of delivery workers, a delay queue for
 //! retries, per-endpoint circuit breakers and a dead-letter sink.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
@@ -17,9 +17,11 @@ use crate::error::{BuildError, SubmitError};
 use crate::pool::{Pool, PoolBuilder, Submitter};
 use crate::retry::RetryPolicy;
 use crate::schedule::DelayQueue;
+use crate::stats::Histogram;
 use crate::stats::Stats;
 use crate::webhook::Webhook;
 use crate::webhook::deliver::{Counters, Delivery, Engine, GuardedResolver};
+use crate::webhook::events::{BreakerChange, Delivered, Hooks};
 use crate::webhook::send::{DeliveryError, HttpSender, SendConfig};
 use crate::webhook::sign::{SecretError, SigningSecret};
 
@@ -54,7 +56,9 @@ pub struct DispatcherBuilder {
     max_response_body: u64,
     deny_private_networks: bool,
     drop_timeout: Duration,
+    warn_interval: Duration,
     clock: Arc<dyn Clock>,
+    hooks: Hooks,
 }
 
 impl Default for DispatcherBuilder {
@@ -74,7 +78,9 @@ impl Default for DispatcherBuilder {
             max_response_body: 64 * 1024,
             deny_private_networks: false,
             drop_timeout: Duration::from_secs(30),
+            warn_interval: Duration::from_secs(30),
             clock: Arc::new(SystemClock),
+            hooks: Hooks::default(),
         }
     }
 }
@@ -92,6 +98,8 @@ impl fmt::Debug for DispatcherBuilder {
             .field("max_response_body", &self.max_response_body)
             .field("deny_private_networks", &self.deny_private_networks)
             .field("drop_timeout", &self.drop_timeout)
+            .field("warn_interval", &self.warn_interval)
+            .field("hooks", &self.hooks)
             .finish_non_exhaustive()
     }
 }
@@ -281,6 +289,89 @@ impl DispatcherBuilder {
         self
     }
 
+    /// The least time between two saturation warnings of the same kind:
+    /// queue at 80% of capacity, every worker busy while webhooks wait, and
+    /// (per endpoint) a circuit breaker opening. Defaults to 30 s.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hooks = hookpool::Dispatcher::builder().warn_interval(std::time::Duration::from_secs(300)).build()?;
+    /// # Ok::<(), hookpool::BuildError>(())
+    /// ```
+    pub fn warn_interval(mut self, interval: Duration) -> Self {
+        self.warn_interval = interval;
+        self.pool = self.pool.warn_interval(interval);
+        self
+    }
+
+    /// Called after each delivery, on the worker thread, outside every lock.
+    /// A panic in it is caught, logged and counted in
+    /// [`DispatchStats::hook_panics`]; the delivery still counts. Defaults to
+    /// none.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    ///
+    /// let delivered = Arc::new(AtomicU64::new(0));
+    /// let count = Arc::clone(&delivered);
+    /// let hooks = hookpool::Dispatcher::builder()
+    ///     .on_delivered(move |_| { count.fetch_add(1, Ordering::Relaxed); })
+    ///     .build()?;
+    /// assert_eq!(delivered.load(Ordering::Relaxed), 0);
+    /// # Ok::<(), hookpool::BuildError>(())
+    /// ```
+    pub fn on_delivered<F>(mut self, hook: F) -> Self
+    where
+        F: for<'a> Fn(&Delivered<'a>) + Send + Sync + 'static,
+    {
+        self.hooks.delivered = Some(Arc::new(hook));
+        self
+    }
+
+    /// Called after each dead letter is stored, outside every lock. A panic
+    /// in it is contained as for [`on_delivered`](Self::on_delivered).
+    /// Defaults to none.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hooks = hookpool::Dispatcher::builder()
+    ///     .on_dead_letter(|letter| eprintln!("gave up on {} ({})", letter.id, letter.reason))
+    ///     .build()?;
+    /// # Ok::<(), hookpool::BuildError>(())
+    /// ```
+    pub fn on_dead_letter<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&DeadLetter) + Send + Sync + 'static,
+    {
+        self.hooks.dead_letter = Some(Arc::new(hook));
+        self
+    }
+
+    /// Called when an endpoint's circuit breaker changes state, after the
+    /// breaker's lock is released. A panic in it is contained as for
+    /// [`on_delivered`](Self::on_delivered). Defaults to none.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hooks = hookpool::Dispatcher::builder()
+    ///     .on_breaker_change(|c| eprintln!("{}: {} -> {}", c.endpoint, c.from, c.to))
+    ///     .build()?;
+    /// # Ok::<(), hookpool::BuildError>(())
+    /// ```
+    pub fn on_breaker_change<F>(mut self, hook: F) -> Self
+    where
+        F: for<'a> Fn(&BreakerChange<'a>) + Send + Sync + 'static,
+    {
+        self.hooks.breaker = Some(Arc::new(hook));
+        self
+    }
+
     /// The source of time for retries, breakers and timestamps. Defaults to
     /// [`SystemClock`]. Tests can pass a [`ManualClock`](crate::ManualClock).
     ///
@@ -349,7 +440,11 @@ impl DispatcherBuilder {
             sender,
             retry: self.retry,
             breakers: Breakers::new(self.breaker),
+            epoch: self.clock.now(),
             clock: self.clock,
+            hooks: self.hooks,
+            breaker_warnings: Mutex::new(HashMap::new()),
+            warn_interval: self.warn_interval,
             sink: self.sink,
             unsaved: MemoryDeadLetters::new(),
             gone: Mutex::new(HashSet::new()),
@@ -531,6 +626,25 @@ impl Dispatcher {
             }
         }
         refused
+    }
+
+    /// The metrics in Prometheus text format 0.0.4, labelled with this
+    /// dispatcher's name. Serve them with
+    /// [`prometheus::CONTENT_TYPE`](crate::prometheus::CONTENT_TYPE).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hooks = hookpool::Dispatcher::builder().name("hooks").build()?;
+    /// let text = hooks.render_prometheus();
+    /// assert!(text.contains("# TYPE hookpool_webhooks_delivered_total counter"));
+    /// assert!(text.contains("hookpool_queue_capacity{pool=\"hooks\"} 1024"));
+    /// # Ok::<(), hookpool::BuildError>(())
+    /// ```
+    pub fn render_prometheus(&self) -> String {
+        crate::prometheus::Exposition::new()
+            .dispatcher(self.name(), &self.stats())
+            .render()
     }
 
     /// A snapshot of the counters, gauges and breaker states.
@@ -812,11 +926,22 @@ impl DispatchHandle {
         let delivered = c.delivered.load(Ordering::SeqCst);
         let dead_lettered = c.dead_lettered.load(Ordering::SeqCst);
         let accepted = c.accepted.load(Ordering::SeqCst);
+        let mut delivery_latency = Histogram::default();
+        c.latency.add_to(&mut delivery_latency);
         DispatchStats {
             pool,
             accepted,
             delivered,
             dead_lettered,
+            dead_lettered_by_reason: c
+                .by_reason
+                .iter()
+                .zip(crate::dead_letter::DeadLetterReason::ALL)
+                .map(|(n, reason)| (reason, n.load(Ordering::Relaxed)))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+            hook_panics: c.hook_panics.load(Ordering::Relaxed),
+            delivery_latency,
             retried: c.retried.load(Ordering::Relaxed),
             deferred_by_breaker: c.deferred_by_breaker.load(Ordering::Relaxed),
             waiting_retries: engine.delay.len(),
@@ -866,6 +991,13 @@ pub struct DispatchStats {
     pub delivered: u64,
     /// Webhooks given up on and dead-lettered.
     pub dead_lettered: u64,
+    /// Dead letters by reason (reasons with none are left out).
+    pub dead_lettered_by_reason: BTreeMap<crate::dead_letter::DeadLetterReason, u64>,
+    /// Panics caught in event hooks.
+    pub hook_panics: u64,
+    /// Time from acceptance to delivery, retries included, for delivered
+    /// webhooks.
+    pub delivery_latency: Histogram,
     /// Attempts that failed and were scheduled again.
     pub retried: u64,
     /// Times a webhook was held back because its endpoint's breaker was open.
@@ -1019,9 +1151,18 @@ mod tests {
 
     #[test]
     fn zero_timeouts_are_refused() {
-        let err = Dispatcher::builder().connect_timeout(Duration::ZERO).build().unwrap_err();
+        let err = Dispatcher::builder()
+            .connect_timeout(Duration::ZERO)
+            .build()
+            .unwrap_err();
         assert!(matches!(err, BuildError::Invalid(ref m) if m.contains("connect timeout")));
-        assert!(matches!(Dispatcher::builder().workers(0).build(), Err(BuildError::ZeroWorkers)));
-        assert!(matches!(Dispatcher::builder().queue_capacity(0).build(), Err(BuildError::ZeroCapacity)));
+        assert!(matches!(
+            Dispatcher::builder().workers(0).build(),
+            Err(BuildError::ZeroWorkers)
+        ));
+        assert!(matches!(
+            Dispatcher::builder().queue_capacity(0).build(),
+            Err(BuildError::ZeroCapacity)
+        ));
     }
 }

@@ -4,6 +4,7 @@
 
 pub(crate) mod deliver;
 pub(crate) mod dispatcher;
+pub(crate) mod events;
 pub(crate) mod send;
 pub(crate) mod sign;
 

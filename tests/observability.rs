@@ -1,0 +1,569 @@
+//! Observability (issue 4): exact counters after scripted runs, histogram
+//! placement, Prometheus output checked by promtool, rate-limited
+//! saturation warnings, and event hooks.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::server::{Recorded, Reply, TestServer};
+use common::{Rendezvous, logger, wait_until};
+use hookpool::{
+    BreakerConfig, BreakerState, DeadLetterReason, Dispatcher, Exposition, Histogram, ManualClock,
+    Pool, RetryPolicy, Webhook,
+};
+use serde_json::json;
+
+const BOUND: Duration = Duration::from_secs(20);
+
+/// A latch for holding workers busy.
+#[derive(Clone, Default)]
+struct Gate(Arc<(Mutex<bool>, std::sync::Condvar)>);
+
+impl Gate {
+    fn open(&self) {
+        *self.0.0.lock().unwrap() = true;
+        self.0.1.notify_all();
+    }
+    fn wait(&self) {
+        let guard = self.0.0.lock().unwrap();
+        let _ = self
+            .0
+            .1
+            .wait_timeout_while(guard, BOUND, |open| !*open)
+            .unwrap();
+    }
+}
+
+fn spin_for(d: Duration) {
+    let start = std::time::Instant::now();
+    while start.elapsed() < d {
+        std::hint::spin_loop();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 1. Stats snapshots: exact counters, gauges, histograms, serde.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn pool_counters_are_exact_after_a_scripted_run() {
+    let gate = Gate::default();
+    let hold = gate.clone();
+    let pool = Pool::builder()
+        .workers(1)
+        .queue_capacity(8)
+        .name("scripted")
+        .build(move |n: u32| -> Result<(), String> {
+            match n {
+                0 => {
+                    hold.wait();
+                    Ok(())
+                }
+                1..=3 => Err(format!("job {n} failed")),
+                4 | 5 => panic!("job {n} panicked"),
+                _ => {
+                    spin_for(Duration::from_millis(3));
+                    Ok(())
+                }
+            }
+        })
+        .unwrap();
+    pool.try_submit(0).unwrap();
+    assert!(wait_until(BOUND, || pool.stats().active == 1));
+    for n in 1..=8 {
+        pool.try_submit(n).unwrap(); // 8 queued: the queue is full
+    }
+    assert!(pool.try_submit(99).unwrap_err().is_full());
+    let busy = pool.stats();
+    assert_eq!(
+        (
+            busy.queued,
+            busy.active,
+            busy.workers,
+            busy.queue_high_water
+        ),
+        (8, 1, 1, 8)
+    );
+    gate.open();
+    let s = pool.shutdown().stats;
+    assert_eq!(
+        (s.submitted, s.rejected, s.succeeded, s.failed, s.panicked),
+        (9, 1, 4, 3, 2),
+        "{s:?}"
+    );
+    assert_eq!(
+        (s.queued, s.active, s.workers, s.queue_capacity),
+        (0, 0, 0, 8)
+    );
+    assert_eq!(s.queue_high_water, 8);
+    assert_eq!((s.queue_wait.count, s.run_time.count), (9, 9));
+    // The three spinning jobs ran at least 3 ms: bucket (2.048 ms, 4.096 ms] or above.
+    let slow_bucket = Histogram::bucket_of(Duration::from_millis(3));
+    let at_least_3ms: u64 = s.run_time.buckets[slow_bucket..].iter().sum();
+    assert!(at_least_3ms >= 3, "{:?}", s.run_time.buckets);
+    // Job 0 held the worker while the others waited, so they waited in the queue.
+    assert!(s.queue_wait.p90().unwrap() > Duration::from_micros(1));
+
+    let v = serde_json::to_value(s).unwrap();
+    for field in [
+        "workers",
+        "queue_capacity",
+        "queued",
+        "active",
+        "submitted",
+        "rejected",
+        "succeeded",
+        "failed",
+        "panicked",
+        "queue_high_water",
+        "queue_wait",
+        "run_time",
+    ] {
+        assert!(v.get(field).is_some(), "{field} missing from {v}");
+    }
+    assert_eq!(v["run_time"]["count"], 9);
+}
+
+#[test]
+fn dispatcher_counters_are_exact_after_a_scripted_run() {
+    let flaky = Arc::new(AtomicUsize::new(0));
+    let calls = Arc::clone(&flaky);
+    let server = TestServer::start(move |r: &Recorded| match r.path.as_str() {
+        "/ok" => Reply::Status(200),
+        "/bad" => Reply::Status(400),
+        "/gone" => Reply::Status(410),
+        "/flaky" if calls.fetch_add(1, Ordering::SeqCst) < 2 => Reply::Status(503),
+        _ => Reply::Status(204),
+    });
+    let hooks = Dispatcher::builder()
+        .name("scripted-hooks")
+        .workers(1)
+        .breaker(BreakerConfig::disabled())
+        .retry(
+            RetryPolicy::exponential(Duration::from_millis(1))
+                .jitter(false)
+                .max_attempts(5),
+        )
+        .build()
+        .unwrap();
+    for path in ["/ok", "/ok", "/ok", "/bad", "/bad", "/gone", "/flaky"] {
+        hooks
+            .try_send(Webhook::new(&server.url(path), &json!({"p": path})).unwrap())
+            .unwrap();
+    }
+    let report = hooks.shutdown();
+    let s = &report.stats;
+    assert_eq!(
+        (s.accepted, s.delivered, s.dead_lettered, s.retried),
+        (7, 4, 3, 2)
+    );
+    assert_eq!(
+        s.dead_lettered_by_reason
+            .get(&DeadLetterReason::PermanentFailure),
+        Some(&2)
+    );
+    assert_eq!(
+        s.dead_lettered_by_reason
+            .get(&DeadLetterReason::EndpointGone),
+        Some(&1)
+    );
+    assert_eq!(
+        (
+            s.deferred_by_breaker,
+            s.waiting_retries,
+            s.gone_endpoints,
+            s.hook_panics
+        ),
+        (0, 0, 1, 0)
+    );
+    assert_eq!(s.delivery_latency.count, 4);
+    // Every attempt is one pool job: 7 first attempts + 2 retries.
+    assert_eq!((s.pool.submitted, s.pool.run_time.count), (9, 9));
+    let v = serde_json::to_value(s).unwrap();
+    assert_eq!(v["dead_lettered_by_reason"]["permanent_failure"], 2);
+    assert_eq!(v["pool"]["submitted"], 9);
+}
+
+// ---------------------------------------------------------------------------
+// 2. Prometheus exposition.
+// ---------------------------------------------------------------------------
+
+/// Metrics from a run that exercises every family: failures, dead letters,
+/// an open breaker, retries, several pools.
+fn rich_exposition() -> String {
+    let clock = ManualClock::new();
+    let server = TestServer::start(|r: &Recorded| match r.path.as_str() {
+        "/down" => Reply::Status(503),
+        "/bad" => Reply::Status(422),
+        _ => Reply::Status(200),
+    });
+    let hooks = Dispatcher::builder()
+        .name("web\"hooks\\")
+        .workers(2)
+        .clock(clock)
+        .breaker(BreakerConfig::default().failure_threshold(1))
+        .retry(RetryPolicy::exponential(Duration::from_secs(1)).max_attempts(3))
+        .build()
+        .unwrap();
+    hooks
+        .try_send(Webhook::new(&server.url("/bad"), &1).unwrap())
+        .unwrap();
+    hooks
+        .try_send(Webhook::new(&server.url("/down"), &2).unwrap())
+        .unwrap();
+    assert!(wait_until(BOUND, || hooks.stats().waiting_retries == 1
+        && hooks.stats().dead_lettered == 1));
+    let live = hooks.stats();
+    let pool = Pool::builder()
+        .name("jobs")
+        .build(|n: u8| if n == 0 { Err("zero") } else { Ok(()) })
+        .unwrap();
+    for n in 0..5 {
+        pool.try_submit(n).unwrap();
+    }
+    let pool_stats = pool.shutdown().stats;
+    let report = hooks.shutdown_timeout(Duration::ZERO);
+    assert_eq!(report.stats.accepted, 2);
+    Exposition::new()
+        .dispatcher("web\"hooks\\", &live)
+        .pool("jobs", &pool_stats)
+        .render()
+}
+
+#[test]
+fn exposition_follows_the_text_format() {
+    let text = rich_exposition();
+    let mut types = std::collections::HashMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(
+                types.insert(name.to_owned(), kind.to_owned()).is_none(),
+                "TYPE twice for {name}"
+            );
+        }
+    }
+    for (name, kind) in &types {
+        assert!(
+            text.contains(&format!("# HELP {name} ")),
+            "no HELP for {name}"
+        );
+        match kind.as_str() {
+            "counter" => assert!(
+                name.ends_with("_total"),
+                "counter {name} must end in _total"
+            ),
+            "histogram" => {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    assert!(
+                        text.contains(&format!("{name}{suffix}{{")),
+                        "{name}{suffix} missing"
+                    );
+                }
+                assert!(text.lines().any(
+                    |l| l.starts_with(&format!("{name}_bucket{{")) && l.contains("le=\"+Inf\"")
+                ));
+            }
+            "gauge" => {}
+            other => panic!("unexpected type {other}"),
+        }
+    }
+    // Every sample carries the pool label, escaped.
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        assert!(
+            line.contains("{pool=\"jobs\"") || line.contains("{pool=\"web\\\"hooks\\\\\""),
+            "{line}"
+        );
+    }
+    assert!(text.contains("hookpool_jobs_failed_total{pool=\"jobs\"} 1\n"));
+    assert!(text.contains("hookpool_webhooks_dead_lettered_total{pool=\"web\\\"hooks\\\\\",reason=\"permanent_failure\"} 1\n"));
+    assert!(
+        text.contains(",state=\"open\"} 1\n"),
+        "the open breaker is not shown"
+    );
+}
+
+#[test]
+fn promtool_accepts_the_exposition() {
+    let text = rich_exposition();
+    let path = std::env::temp_dir().join(format!("hookpool-metrics-{}.prom", std::process::id()));
+    std::fs::write(&path, &text).unwrap();
+    let input = std::fs::File::open(&path).unwrap();
+    let run = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(input)
+        .output();
+    std::fs::remove_file(&path).unwrap();
+    match run {
+        Ok(out) => {
+            let said = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(out.status.success(), "promtool failed:\n{said}\n{text}");
+            assert!(
+                said.trim().is_empty(),
+                "promtool reported problems:\n{said}"
+            );
+        }
+        Err(e) => {
+            // CI installs promtool and sets this, so there the check always runs.
+            assert!(
+                std::env::var_os("HOOKPOOL_REQUIRE_PROMTOOL").is_none(),
+                "promtool is required but not runnable: {e}"
+            );
+            eprintln!("promtool not installed ({e}); skipped (CI runs it)");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 3. Saturation warnings, rate-limited.
+// ---------------------------------------------------------------------------
+
+fn warnings(needle: &str) -> usize {
+    logger::lines_containing(needle)
+        .iter()
+        .filter(|l| l.level == log::Level::Warn)
+        .count()
+}
+
+fn saturate(name: &str, interval: Duration) {
+    let gate = Gate::default();
+    let hold = gate.clone();
+    let pool = Pool::builder()
+        .workers(1)
+        .queue_capacity(5)
+        .name(name)
+        .warn_interval(interval)
+        .build(move |_: u32| {
+            hold.wait();
+            Ok::<(), String>(())
+        })
+        .unwrap();
+    pool.try_submit(0).unwrap();
+    assert!(wait_until(BOUND, || pool.stats().active == 1));
+    for n in 1..=5 {
+        pool.try_submit(n).unwrap();
+    }
+    for n in 0..20 {
+        assert!(pool.try_submit(100 + n).unwrap_err().is_full());
+        std::thread::sleep(Duration::from_millis(1)); // let the 0-interval limiter see time pass
+    }
+    gate.open();
+    let _ = pool.shutdown();
+}
+
+#[test]
+fn saturation_warnings_are_rate_limited() {
+    logger::install();
+    saturate("sat-hour", Duration::from_secs(3600));
+    assert_eq!(warnings("sat-hour: queue at 5 of 5 (100%)"), 1);
+    assert_eq!(
+        warnings("sat-hour: all 1 workers are busy and 5 job(s) are waiting"),
+        1
+    );
+
+    saturate("sat-zero", Duration::ZERO);
+    assert!(
+        warnings("sat-zero: queue at") >= 10,
+        "{}",
+        warnings("sat-zero: queue at")
+    );
+    assert!(warnings("sat-zero: all 1 workers are busy") >= 10);
+}
+
+#[test]
+fn a_quiet_pool_does_not_warn() {
+    logger::install();
+    let pool = Pool::builder()
+        .workers(2)
+        .queue_capacity(100)
+        .name("quiet")
+        .build(|_: u32| Ok::<(), String>(()))
+        .unwrap();
+    for n in 0..50 {
+        pool.submit_timeout(n, BOUND).unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let _ = pool.shutdown();
+    assert_eq!(warnings("quiet:"), 0);
+}
+
+#[test]
+fn breaker_open_warnings_are_rate_limited_per_endpoint() {
+    logger::install();
+    let clock = ManualClock::new();
+    let a = TestServer::start(|_| Reply::Status(500));
+    let b = TestServer::start(|_| Reply::Status(500));
+    let hooks = Dispatcher::builder()
+        .name("breaker-warn")
+        .workers(1)
+        .clock(clock.clone())
+        .warn_interval(Duration::from_secs(3600))
+        .breaker(
+            BreakerConfig::default()
+                .failure_threshold(1)
+                .cooldown(Duration::from_secs(10)),
+        )
+        .retry(
+            RetryPolicy::exponential(Duration::from_millis(1))
+                .jitter(false)
+                .max_attempts(50),
+        )
+        .build()
+        .unwrap();
+    hooks
+        .try_send(Webhook::new(&a.url("/x"), &1).unwrap())
+        .unwrap();
+    hooks
+        .try_send(Webhook::new(&b.url("/x"), &1).unwrap())
+        .unwrap();
+    assert!(wait_until(BOUND, || hooks
+        .stats()
+        .endpoints
+        .iter()
+        .all(|e| e.breaker == BreakerState::Open)
+        && hooks.stats().endpoints.len() == 2));
+    // Probes fail and the breakers reopen three more times within the hour.
+    // Each round waits until both failed probes are back in the delay queue,
+    // so the next advance of the clock lands after both reopenings.
+    let settled = |round: usize| {
+        wait_until(BOUND, || {
+            a.request_count() >= round
+                && b.request_count() >= round
+                && hooks.stats().waiting_retries == 2
+        })
+    };
+    assert!(settled(1));
+    for round in 2..=4 {
+        clock.advance(Duration::from_secs(10));
+        assert!(
+            settled(round),
+            "round {round}: a={} b={}",
+            a.request_count(),
+            b.request_count()
+        );
+    }
+    let opened = |s: &TestServer| {
+        warnings(&format!(
+            "breaker-warn: circuit breaker opened for http://127.0.0.1:{}",
+            s.addr().port()
+        ))
+    };
+    assert!(wait_until(BOUND, || hooks
+        .stats()
+        .endpoints
+        .iter()
+        .all(|e| e.breaker == BreakerState::Open)));
+    assert_eq!((opened(&a), opened(&b)), (1, 1));
+    // An hour later the next opening is worth a warning again.
+    clock.advance(Duration::from_secs(3600));
+    assert!(wait_until(BOUND, || opened(&a) == 2 && opened(&b) == 2));
+    let _ = hooks.shutdown_timeout(Duration::ZERO);
+}
+
+// ---------------------------------------------------------------------------
+// 4. Event hooks.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn hooks_see_deliveries_dead_letters_and_breaker_changes() {
+    let server = TestServer::start(|r: &Recorded| {
+        if r.path == "/ok" {
+            Reply::Status(202)
+        } else {
+            Reply::Status(500)
+        }
+    });
+    let delivered = Arc::new(Mutex::new(Vec::new()));
+    let dead = Arc::new(Mutex::new(Vec::new()));
+    let changes = Arc::new(Mutex::new(Vec::new()));
+    let (d1, d2, d3) = (
+        Arc::clone(&delivered),
+        Arc::clone(&dead),
+        Arc::clone(&changes),
+    );
+    let hooks = Dispatcher::builder()
+        .name("hooked")
+        .workers(1)
+        .breaker(BreakerConfig::default().failure_threshold(2))
+        .retry(
+            RetryPolicy::exponential(Duration::from_millis(1))
+                .jitter(false)
+                .max_attempts(2),
+        )
+        .on_delivered(move |e| {
+            d1.lock()
+                .unwrap()
+                .push((e.webhook.id().to_owned(), e.status, e.attempts))
+        })
+        .on_dead_letter(move |l| d2.lock().unwrap().push((l.id.clone(), l.reason)))
+        .on_breaker_change(move |c| d3.lock().unwrap().push((c.from, c.to)))
+        .build()
+        .unwrap();
+    let ok = Webhook::new(&server.url("/ok"), &1).unwrap();
+    let bad = Webhook::new(&server.url("/down"), &2).unwrap();
+    let (ok_id, bad_id) = (ok.id().to_owned(), bad.id().to_owned());
+    hooks.try_send(ok).unwrap();
+    hooks.try_send(bad).unwrap();
+    let report = hooks.shutdown();
+    assert_eq!(*delivered.lock().unwrap(), [(ok_id, 202, 1)]);
+    assert_eq!(
+        *dead.lock().unwrap(),
+        [(bad_id, DeadLetterReason::RetriesExhausted)]
+    );
+    assert_eq!(
+        *changes.lock().unwrap(),
+        [(BreakerState::Closed, BreakerState::Open)]
+    );
+    assert_eq!(report.stats.hook_panics, 0);
+}
+
+#[test]
+fn panicking_hooks_are_contained_and_counted() {
+    logger::install();
+    let server = TestServer::start(|r: &Recorded| {
+        if r.path == "/ok" {
+            Reply::Status(200)
+        } else {
+            Reply::Status(400)
+        }
+    });
+    let meet = Rendezvous::new(2);
+    let hooks = Dispatcher::builder()
+        .name("hook-panics")
+        .workers(2)
+        .on_delivered(|_| panic!("delivered hook is broken"))
+        .on_dead_letter(|_| panic!("dead-letter hook is broken"))
+        .build()
+        .unwrap();
+    for n in 0..10 {
+        hooks
+            .try_send(Webhook::new(&server.url("/ok"), &n).unwrap())
+            .unwrap();
+        hooks
+            .try_send(Webhook::new(&server.url("/bad"), &n).unwrap())
+            .unwrap();
+    }
+    assert!(wait_until(BOUND, || hooks.stats().in_progress() == 0));
+    let s = hooks.stats();
+    // Each webhook still ends exactly once; no job panicked; both workers live.
+    assert_eq!(
+        (s.accepted, s.delivered, s.dead_lettered, s.hook_panics),
+        (20, 10, 10, 20)
+    );
+    assert_eq!((s.pool.panicked, s.pool.workers), (0, 2));
+    drop(meet);
+    let report = hooks.shutdown();
+    assert_eq!(report.dead_letters.len(), 10);
+    let errors = logger::lines_containing("hook-panics: on_")
+        .into_iter()
+        .filter(|l| l.level == log::Level::Error)
+        .count();
+    assert_eq!(errors, 20);
+}
