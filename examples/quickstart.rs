@@ -102,6 +102,24 @@ fn dispatcher_tour() -> Result<(), Box<dyn std::error::Error>> {
         hooks.try_send(Webhook::new(&receiver.url(path), &payload)?)?;
     }
 
+    // What a /metrics endpoint would serve (a few of the lines).
+    for _ in 0..500 {
+        if hooks.stats().in_progress() == 0 {
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    println!("GET /metrics (excerpt):");
+    for line in hooks.render_prometheus().lines().filter(|l| {
+        l.starts_with("hookpool_webhooks_delivered_total")
+            || l.starts_with("hookpool_webhook_retries_total")
+            || l.contains("reason=\"endpoint_gone\"")
+            || l.starts_with("hookpool_queue_depth")
+            || l.starts_with("hookpool_webhook_delivery_seconds_count")
+    }) {
+        println!("  {line}");
+    }
+
     let report = hooks.shutdown_timeout(Duration::from_secs(10));
     let s = &report.stats;
     println!(

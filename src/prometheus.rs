@@ -211,7 +211,7 @@ impl Exposition {
         );
         self.gauge(
             "hookpool_webhooks_waiting_retries",
-            "Webhooks waiting in the delay queue for a retry or a closed breaker.",
+            "Webhooks waiting in the delay queue for a retry, or for their endpoint's breaker to admit them.",
             &l,
             stats.waiting_retries as u64,
         );

@@ -567,3 +567,21 @@ fn panicking_hooks_are_contained_and_counted() {
         .count();
     assert_eq!(errors, 20);
 }
+
+#[test]
+fn the_readme_lists_every_metric_and_nothing_else() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let text = rich_exposition();
+    let rendered: std::collections::BTreeSet<_> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| l.split(' ').next().unwrap().to_owned())
+        .collect();
+    let documented: std::collections::BTreeSet<_> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `hookpool_"))
+        .map(|l| format!("hookpool_{}", l.split('`').next().unwrap()))
+        .collect();
+    assert_eq!(rendered, documented);
+}
