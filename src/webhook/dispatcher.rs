@@ -262,7 +262,9 @@ impl DispatcherBuilder {
     /// included), CGNAT, unique-local, multicast and unspecified addresses.
     /// The host is resolved, checked, and the connection goes to the checked
     /// address only. A refusal is a permanent failure, dead-lettered with
-    /// reason `blocked`. Defaults to `false`.
+    /// reason `blocked`. With the guard on, proxies from the environment
+    /// (`HTTP_PROXY`, `ALL_PROXY`) are not used: a proxy would resolve the
+    /// host out of the guard's sight. Defaults to `false`.
     ///
     /// # Examples
     ///
@@ -920,42 +922,46 @@ impl DispatchHandle {
     }
 
     fn stats_with(&self, pool: Stats) -> DispatchStats {
-        let engine = &self.engine;
-        let c = &engine.counters;
-        // Finals first, then accepted, so `accepted >= delivered + dead_lettered`.
-        let delivered = c.delivered.load(Ordering::SeqCst);
-        let dead_lettered = c.dead_lettered.load(Ordering::SeqCst);
-        let accepted = c.accepted.load(Ordering::SeqCst);
-        let mut delivery_latency = Histogram::default();
-        c.latency.add_to(&mut delivery_latency);
-        DispatchStats {
-            pool,
-            accepted,
-            delivered,
-            dead_lettered,
-            dead_lettered_by_reason: c
-                .by_reason
-                .iter()
-                .zip(crate::dead_letter::DeadLetterReason::ALL)
-                .map(|(n, reason)| (reason, n.load(Ordering::Relaxed)))
-                .filter(|(_, n)| *n > 0)
-                .collect(),
-            hook_panics: c.hook_panics.load(Ordering::Relaxed),
-            delivery_latency,
-            retried: c.retried.load(Ordering::Relaxed),
-            deferred_by_breaker: c.deferred_by_breaker.load(Ordering::Relaxed),
-            waiting_retries: engine.delay.len(),
-            gone_endpoints: engine.gone.lock().len(),
-            endpoints: engine
-                .breakers
-                .snapshot()
-                .into_iter()
-                .map(|(endpoint, breaker)| EndpointStats {
-                    endpoint: endpoint.to_string(),
-                    breaker,
-                })
-                .collect(),
-        }
+        snapshot(&self.engine, pool)
+    }
+}
+
+/// The dispatcher's counters around a pool snapshot.
+fn snapshot(engine: &Engine, pool: Stats) -> DispatchStats {
+    let c = &engine.counters;
+    // Finals first, then accepted, so `accepted >= delivered + dead_lettered`.
+    let delivered = c.delivered.load(Ordering::SeqCst);
+    let dead_lettered = c.dead_lettered.load(Ordering::SeqCst);
+    let accepted = c.accepted.load(Ordering::SeqCst);
+    let mut delivery_latency = Histogram::default();
+    c.latency.add_to(&mut delivery_latency);
+    DispatchStats {
+        pool,
+        accepted,
+        delivered,
+        dead_lettered,
+        dead_lettered_by_reason: c
+            .by_reason
+            .iter()
+            .zip(crate::dead_letter::DeadLetterReason::ALL)
+            .map(|(n, reason)| (reason, n.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect(),
+        hook_panics: c.hook_panics.load(Ordering::Relaxed),
+        delivery_latency,
+        retried: c.retried.load(Ordering::Relaxed),
+        deferred_by_breaker: c.deferred_by_breaker.load(Ordering::Relaxed),
+        waiting_retries: engine.delay.len(),
+        gone_endpoints: engine.gone.lock().len(),
+        endpoints: engine
+            .breakers
+            .snapshot()
+            .into_iter()
+            .map(|(endpoint, breaker)| EndpointStats {
+                endpoint: endpoint.to_string(),
+                breaker,
+            })
+            .collect(),
     }
 }
 
@@ -1112,10 +1118,9 @@ impl DispatchReport {
             self.still_running = pool.wait_running(timeout);
             if let Some(engine) = &self.engine {
                 self.dead_letters.extend(engine.unsaved.take());
-                let c = &engine.counters;
-                self.stats.delivered = c.delivered.load(Ordering::SeqCst);
-                self.stats.dead_lettered = c.dead_lettered.load(Ordering::SeqCst);
-                self.stats.pool = pool.stats;
+                let mut pool_stats = pool.stats;
+                pool_stats.queued = 0;
+                self.stats = snapshot(engine, pool_stats);
             }
         }
         self.still_running

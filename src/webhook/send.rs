@@ -177,7 +177,14 @@ pub(crate) struct SendConfig {
 
 impl HttpSender {
     pub(crate) fn new(config: SendConfig) -> Self {
-        let agent_config = Agent::config_builder()
+        let guarded = config.resolver.is_some();
+        let mut builder = Agent::config_builder();
+        if guarded {
+            // A proxy resolves the host itself, out of the guard's sight: the
+            // private-network guard needs direct connections.
+            builder = builder.proxy(None);
+        }
+        let agent_config = builder
             .timeout_connect(Some(config.connect_timeout))
             .timeout_global(Some(config.timeout))
             .max_redirects(0)

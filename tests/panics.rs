@@ -1,0 +1,69 @@
+//! Issue 5, point 2: 1,000 panicking jobs mixed with normal ones. Afterwards
+//! the pool has all its workers and every count is exact.
+//!
+//! Alone in its binary, so that silencing the default panic hook (1,000
+//! backtraces) hides nothing from other tests.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::{Rendezvous, wait_until};
+use hookpool::Pool;
+
+const BOUND: Duration = Duration::from_secs(30);
+const WORKERS: usize = 4;
+
+#[test]
+fn a_thousand_panics_leave_every_worker_alive_and_every_count_exact() {
+    std::panic::set_hook(Box::new(|_| {}));
+    let handled = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&handled);
+    let ran = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&ran);
+    let meet = Rendezvous::new(WORKERS);
+    let arrive = meet.clone();
+    let pool = Pool::builder()
+        .workers(WORKERS)
+        .queue_capacity(64)
+        .name("panic-soak")
+        .panic_handler(move |_| {
+            seen.fetch_add(1, Ordering::Relaxed);
+        })
+        .build(move |n: u32| -> Result<(), String> {
+            if n == u32::MAX {
+                arrive.arrive_and_wait(BOUND);
+                return Ok(());
+            }
+            counted.fetch_add(1, Ordering::Relaxed);
+            match n % 4 {
+                0 => panic!("job {n} panics with a &str"),
+                1 => std::panic::panic_any(n), // a non-string payload
+                2 => Err(format!("job {n} fails")),
+                _ => Ok(()),
+            }
+        })
+        .unwrap();
+    let submitter = pool.submitter();
+    for n in 0..2_000u32 {
+        submitter.submit_timeout(n, BOUND).unwrap();
+    }
+    assert!(wait_until(BOUND, || pool.stats().completed() == 2_000));
+    let s = pool.stats();
+    assert_eq!((s.panicked, s.failed, s.succeeded), (1_000, 500, 500));
+    assert_eq!(handled.load(Ordering::Relaxed), 1_000);
+    assert_eq!(ran.load(Ordering::Relaxed), 2_000);
+    assert_eq!((s.workers, s.active), (WORKERS, 0));
+
+    // Every worker is alive and can take a job at the same moment.
+    for _ in 0..WORKERS {
+        submitter.try_submit(u32::MAX).unwrap();
+    }
+    assert!(meet.wait_all(BOUND), "a worker was lost");
+    let report = pool.shutdown();
+    assert_eq!(report.stats.succeeded, 500 + WORKERS as u64);
+    assert_eq!(report.stats.run_time.count, 2_000 + WORKERS as u64);
+    let _ = std::panic::take_hook();
+}
