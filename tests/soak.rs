@@ -186,7 +186,7 @@ fn chaos_soak_loses_nothing_and_leaks_nothing() {
     let shutdown_at = Duration::from_secs_f64(if soak_secs > 0.0 {
         soak_secs
     } else {
-        1.0 + rng.f64() * 4.0
+        2.0 + rng.f64() * 8.0
     });
     let deadline = Duration::from_millis(rng.u64(200..2_000));
     thread::sleep(shutdown_at);
