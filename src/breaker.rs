@@ -418,10 +418,10 @@ impl Breaker {
     }
 }
 
-/// `t + d`, or `t` if that overflows, which takes an `Instant` within a year of the
-/// platform's limit; admitting early beats panicking.
+/// `t + d`, saturating far in the future rather than overflowing: a breaker
+/// with an enormous cooldown stays open, it never admits early.
 fn later(t: Instant, d: Duration) -> Instant {
-    t.checked_add(d).unwrap_or(t)
+    crate::clock::deadline_after(t, d)
 }
 
 /// An HTTP origin, the unit a breaker guards. Scheme and host are ASCII-lowercased.

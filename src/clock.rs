@@ -209,6 +209,16 @@ impl Clock for ManualClock {
     }
 }
 
+/// `start + wait`, or a point a century away if that overflows: a deadline
+/// that effectively never comes, instead of a panic.
+pub(crate) fn deadline_after(start: Instant, wait: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    start
+        .checked_add(wait.min(CENTURY))
+        .or_else(|| start.checked_add(Duration::from_secs(365 * 24 * 3600)))
+        .unwrap_or(start)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

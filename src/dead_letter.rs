@@ -275,7 +275,15 @@ impl<S: DeadLetterSink + ?Sized> DeadLetterSink for Arc<S> {
 #[derive(Debug)]
 pub struct JsonlDeadLetters {
     path: PathBuf,
-    file: Mutex<File>,
+    file: Mutex<Appender>,
+}
+
+/// The file, and whether a failed write may have left a partial line that
+/// the next letter must not be glued to.
+#[derive(Debug)]
+struct Appender {
+    file: File,
+    after_failure: bool,
 }
 
 impl JsonlDeadLetters {
@@ -296,7 +304,10 @@ impl JsonlDeadLetters {
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         Ok(JsonlDeadLetters {
             path,
-            file: Mutex::new(file),
+            file: Mutex::new(Appender {
+                file,
+                after_failure: false,
+            }),
         })
     }
 
@@ -313,6 +324,46 @@ impl JsonlDeadLetters {
     /// ```
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Reads every letter in a JSON Lines file, skipping lines that are not
+    /// dead letters (for example, half a line left by a full disk) and
+    /// returning their 1-based numbers. Blank lines are skipped silently.
+    ///
+    /// # Errors
+    ///
+    /// An I/O error reading the file.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hookpool::{DeadLetter, DeadLetterReason, JsonlDeadLetters, Webhook};
+    ///
+    /// let hook = Webhook::new("https://example.com/", &1)?;
+    /// let line = serde_json::to_string(&DeadLetter::from_webhook(&hook, DeadLetterReason::Shutdown, ""))?;
+    /// let path = std::env::temp_dir().join(format!("hookpool-lossy-{}.jsonl", std::process::id()));
+    /// std::fs::write(&path, format!("{line}\n{{\"id\": \"trunc\n{line}\n"))?;
+    /// let (letters, bad) = JsonlDeadLetters::read_lossy(&path)?;
+    /// assert_eq!((letters.len(), bad), (2, vec![2]));
+    /// assert!(JsonlDeadLetters::read(&path).is_err());
+    /// # std::fs::remove_file(&path)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn read_lossy(path: impl AsRef<Path>) -> io::Result<(Vec<DeadLetter>, Vec<usize>)> {
+        let reader = BufReader::new(File::open(path)?);
+        let mut letters = Vec::new();
+        let mut bad = Vec::new();
+        for (n, line) in reader.lines().enumerate() {
+            let line = line?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str(&line) {
+                Ok(letter) => letters.push(letter),
+                Err(_) => bad.push(n + 1),
+            }
+        }
+        Ok((letters, bad))
     }
 
     /// Reads every letter in a JSON Lines file. Blank lines are skipped.
@@ -347,13 +398,24 @@ impl JsonlDeadLetters {
 }
 
 impl DeadLetterSink for JsonlDeadLetters {
+    /// Appends one line, flushes and fsyncs. The lock serializes appends and
+    /// guards nothing else; the line is built before it is taken.
     fn store(&self, letter: &DeadLetter) -> io::Result<()> {
         let mut line = serde_json::to_vec(letter).map_err(io::Error::other)?;
         line.push(b'\n');
-        let mut file = self.file.lock();
-        file.write_all(&line)?;
-        file.flush()?;
-        file.sync_data()
+        let mut out = self.file.lock();
+        if out.after_failure {
+            // A failed write may have left half a line: start a fresh one so
+            // that only that half line is unreadable.
+            line.insert(0, b'\n');
+        }
+        let written = out
+            .file
+            .write_all(&line)
+            .and_then(|()| out.file.flush())
+            .and_then(|()| out.file.sync_data());
+        out.after_failure = written.is_err();
+        written
     }
 }
 

@@ -66,7 +66,7 @@ pub use dead_letter::{
     DeadLetter, DeadLetterReason, DeadLetterSink, JsonlDeadLetters, MemoryDeadLetters,
 };
 pub use error::{BuildError, SubmitError};
-pub use pool::{PanicEvent, Pool, PoolBuilder, ShutdownReport, Submitter};
+pub use pool::{MAX_QUEUE_CAPACITY, PanicEvent, Pool, PoolBuilder, ShutdownReport, Submitter};
 pub use prometheus::Exposition;
 pub use retry::{Backoff, RetryPolicy, Retryability, parse_retry_after};
 pub use stats::{FINITE_BUCKETS, Histogram, Stats};

@@ -39,6 +39,20 @@ use crate::error::{BuildError, SubmitError};
 use crate::saturation::{Load, Monitor};
 use crate::stats::{GateSlot, Stats, WorkerSlot, bump, bump_owned, state};
 
+/// The largest queue capacity `build` accepts. The queue's slots are
+/// allocated up front, so a mistaken huge capacity would exhaust memory.
+///
+/// # Examples
+///
+/// ```
+/// use hookpool::{BuildError, MAX_QUEUE_CAPACITY, Pool};
+///
+/// let err = Pool::builder().queue_capacity(MAX_QUEUE_CAPACITY + 1).build(|_: ()| Ok::<(), String>(())).unwrap_err();
+/// assert!(matches!(err, BuildError::Invalid(_)));
+/// assert_eq!(err.to_string(), format!("queue capacity must be at most {MAX_QUEUE_CAPACITY}"));
+/// ```
+pub const MAX_QUEUE_CAPACITY: usize = 1 << 24;
+
 /// The message that travels through the queue.
 struct Envelope<J> {
     job: J,
@@ -224,8 +238,8 @@ impl PoolBuilder {
         self
     }
 
-    /// Capacity of the bounded queue. Defaults to 1024. Zero is refused by
-    /// `build`.
+    /// Capacity of the bounded queue. Defaults to 1024. Zero, and anything
+    /// above [`MAX_QUEUE_CAPACITY`], is refused by `build`.
     ///
     /// # Examples
     ///
@@ -347,9 +361,15 @@ impl PoolBuilder {
         if self.queue_capacity == 0 {
             return Err(BuildError::ZeroCapacity);
         }
+        if self.queue_capacity > MAX_QUEUE_CAPACITY {
+            return Err(BuildError::Invalid(format!(
+                "queue capacity must be at most {MAX_QUEUE_CAPACITY}"
+            )));
+        }
 
         let (tx, rx) = crossbeam_channel::bounded::<Envelope<J>>(self.queue_capacity);
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<Never>(0);
+        let (closed_tx, closed_rx) = crossbeam_channel::bounded::<Never>(0);
         let shared = Arc::new(Shared {
             name: self.name,
             capacity: self.queue_capacity,
@@ -360,6 +380,7 @@ impl PoolBuilder {
                 .collect(),
             panic_handler: self.panic_handler,
             monitor: Monitor::new(self.warn_interval),
+            closed_signal: Mutex::new(None),
         });
         let returned = Arc::new(Mutex::new(Vec::new()));
         let handler = Arc::new(handler);
@@ -391,7 +412,8 @@ impl PoolBuilder {
             }
         }
 
-        let submitter = Submitter::register(tx, stop_rx, Arc::clone(&shared));
+        *shared.closed_signal.lock() = Some(closed_tx);
+        let submitter = Submitter::register(tx, closed_rx, Arc::clone(&shared));
         Ok(Pool {
             inner: Some(Inner {
                 submitter,
@@ -413,6 +435,9 @@ struct Shared {
     workers: Box<[CachePadded<WorkerSlot>]>,
     panic_handler: Option<PanicHandler>,
     monitor: Monitor,
+    /// Dropped by `close`, which disconnects every submitter's `closed`
+    /// receiver and so wakes callers waiting in `submit_timeout`.
+    closed_signal: Mutex<Option<Sender<Never>>>,
 }
 
 /// Live submitter gates, plus the totals of handles already dropped so that
@@ -479,6 +504,8 @@ impl Shared {
     /// contents are final (see the module docs for the argument).
     fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
+        // Wake waiters in `submit_timeout`; they find `closed` set.
+        drop(self.closed_signal.lock().take());
         let gates: Vec<_> = self.gates.lock().live.clone();
         for gate in gates {
             let mut spins = 0u32;
@@ -527,7 +554,8 @@ impl Shared {
 /// ```
 pub struct Submitter<J> {
     tx: Sender<Envelope<J>>,
-    stop: Receiver<Never>,
+    /// Disconnected once intake closes.
+    closed: Receiver<Never>,
     gate: Arc<CachePadded<GateSlot>>,
     shared: Arc<Shared>,
     /// Crate-internal handles (the dispatcher's retry scheduler) may still
@@ -536,12 +564,12 @@ pub struct Submitter<J> {
 }
 
 impl<J> Submitter<J> {
-    fn register(tx: Sender<Envelope<J>>, stop: Receiver<Never>, shared: Arc<Shared>) -> Self {
+    fn register(tx: Sender<Envelope<J>>, closed: Receiver<Never>, shared: Arc<Shared>) -> Self {
         let gate = Arc::new(CachePadded::new(GateSlot::default()));
         shared.gates.lock().live.push(Arc::clone(&gate));
         Submitter {
             tx,
-            stop,
+            closed,
             gate,
             shared,
             internal: false,
@@ -676,7 +704,7 @@ impl<J> Submitter<J> {
             // Wake when there may be room, or when shutdown disconnects `stop`.
             let mut select = Select::new();
             select.send(&self.tx);
-            select.recv(&self.stop);
+            select.recv(&self.closed);
             let ready = match deadline {
                 Some(deadline) => select.ready_deadline(deadline).is_ok(),
                 None => {
@@ -726,8 +754,11 @@ impl<J> Submitter<J> {
 
 impl<J> Clone for Submitter<J> {
     fn clone(&self) -> Self {
-        let mut clone =
-            Submitter::register(self.tx.clone(), self.stop.clone(), Arc::clone(&self.shared));
+        let mut clone = Submitter::register(
+            self.tx.clone(),
+            self.closed.clone(),
+            Arc::clone(&self.shared),
+        );
         clone.internal = self.internal;
         clone
     }
@@ -989,8 +1020,7 @@ impl<J> Pool<J> {
     /// # Ok::<(), hookpool::BuildError>(())
     /// ```
     pub fn shutdown_timeout(mut self, timeout: Duration) -> ShutdownReport<J> {
-        let deadline = Instant::now().checked_add(timeout);
-        self.stop(Some(deadline.unwrap_or_else(far_future)))
+        self.stop(Some(crate::clock::deadline_after(Instant::now(), timeout)))
     }
 
     fn stop(&mut self, deadline: Option<Instant>) -> ShutdownReport<J> {
@@ -1045,10 +1075,6 @@ impl<J> Pool<J> {
     }
 }
 
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
-}
-
 /// Polls until every worker has exited or the deadline passes.
 fn wait_finished(handles: &[Option<JoinHandle<()>>], deadline: Instant) {
     let mut pause = Duration::from_micros(50);
@@ -1073,7 +1099,15 @@ fn abort<J>(
 ) -> usize {
     let mut running = 0;
     for (slot, handle) in shared.workers.iter().zip(handles.iter_mut()) {
-        if slot.state.swap(state::ABORTED, Ordering::AcqRel) == state::RUNNING {
+        // Only a live worker becomes ABORTED; an exited one stays EXITED so
+        // that stats never count it.
+        let previous = slot
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                (s == state::IDLE || s == state::RUNNING).then_some(state::ABORTED)
+            })
+            .unwrap_or(state::EXITED);
+        if previous == state::RUNNING {
             running += 1;
         } else if let Some(h) = handle.take() {
             // Not inside a job, so it exits promptly: it is draining, and any
@@ -1187,7 +1221,10 @@ impl<J> ShutdownReport<J> {
     /// ```
     pub fn wait_running(&mut self, timeout: Duration) -> usize {
         let handles: Vec<_> = self.running.drain(..).map(Some).collect();
-        wait_finished(&handles, Instant::now() + timeout);
+        wait_finished(
+            &handles,
+            crate::clock::deadline_after(Instant::now(), timeout),
+        );
         for handle in handles.into_iter().flatten() {
             if handle.is_finished() {
                 let _ = handle.join();

@@ -54,7 +54,11 @@ impl Delivery {
 /// number of webhooks not yet final.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
+    /// Webhooks accepted: only ever grows (it is a Prometheus counter).
     pub(crate) accepted: AtomicU64,
+    /// Sends in progress, counted before the send so that shutdown never
+    /// sees a webhook finish before it was accepted.
+    pub(crate) submitting: AtomicU64,
     pub(crate) delivered: AtomicU64,
     pub(crate) dead_lettered: AtomicU64,
     pub(crate) retried: AtomicU64,
@@ -66,14 +70,16 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
+    /// Webhooks not yet final, never underestimated: a send increments
+    /// `submitting`, then `accepted`, then decrements `submitting`; reading
+    /// the finals first, then `submitting`, then `accepted` can count a
+    /// webhook twice but never miss one.
     pub(crate) fn outstanding(&self) -> u64 {
-        // Final counts are read first: `accepted` only grows, so this never
-        // underflows and never reports zero too early.
         let finished =
             self.delivered.load(Ordering::SeqCst) + self.dead_lettered.load(Ordering::SeqCst);
-        self.accepted
-            .load(Ordering::SeqCst)
-            .saturating_sub(finished)
+        let submitting = self.submitting.load(Ordering::SeqCst);
+        let accepted = self.accepted.load(Ordering::SeqCst);
+        (accepted + submitting).saturating_sub(finished)
     }
 }
 
@@ -124,12 +130,15 @@ impl Engine {
         }
         let endpoint = d.webhook.endpoint().clone();
         let (admission, transition) = self.breakers.admit(&endpoint, self.clock.now());
-        self.log_transition(&endpoint, transition);
-        let was_probe = match admission {
-            Admission::Allowed => false,
-            Admission::Probe => true,
-            Admission::Rejected { retry_at } => return self.defer(d, retry_at),
+        let admitted = match admission {
+            Admission::Allowed => Admitted::new(&self.breakers, &endpoint, false),
+            Admission::Probe => Admitted::new(&self.breakers, &endpoint, true),
+            Admission::Rejected { retry_at } => {
+                self.log_transition(&endpoint, transition);
+                return self.defer(d, retry_at);
+            }
         };
+        self.log_transition(&endpoint, transition);
 
         let wall = self.clock.system_now();
         d.attempts += 1;
@@ -141,9 +150,7 @@ impl Engine {
             Attempt::Delivered { .. } => Health::Success,
             Attempt::Failed(f) => f.health,
         };
-        let transition = self
-            .breakers
-            .record(&endpoint, health, was_probe, self.clock.now());
+        let transition = admitted.record(health, self.clock.now());
         self.log_transition(&endpoint, transition);
 
         match attempt {
@@ -202,7 +209,7 @@ impl Engine {
                 );
                 self.counters.retried.fetch_add(1, Ordering::Relaxed);
                 d.last_error = Some(failure.error);
-                self.reschedule(d, now + delay);
+                self.reschedule(d, crate::clock::deadline_after(now, delay));
             }
             None => {
                 let reason = if failure.gone {
@@ -225,8 +232,12 @@ impl Engine {
     /// worker, without spending an attempt.
     fn defer(&self, d: Delivery, retry_at: Instant) {
         let mut due = retry_at;
-        if let Some(limit) = self.retry.elapsed_limit() {
-            let expires = d.accepted_at + limit;
+        // A limit too large to add never expires.
+        if let Some(expires) = self
+            .retry
+            .elapsed_limit()
+            .and_then(|l| d.accepted_at.checked_add(l))
+        {
             if self.clock.now() >= expires {
                 let error = DeliveryError::Transport(format!(
                     "circuit breaker open for {}",
@@ -279,19 +290,35 @@ impl Engine {
             dead_lettered_at: unix_ms(self.clock.system_now()),
             reason,
         };
-        match &self.sink {
-            Some(sink) => {
-                if let Err(e) = sink.store(&letter) {
+        let stored = match &self.sink {
+            // A panicking sink is treated like a failing one: the letter is
+            // kept, and counted below either way.
+            Some(sink) => match catch_unwind(AssertUnwindSafe(|| sink.store(&letter))) {
+                Ok(Ok(())) => true,
+                Ok(Err(e)) => {
                     log::error!(
                         target: "hookpool",
                         "{}: dead-letter store failed for webhook {}: {e}; kept in memory for the shutdown report",
                         self.name,
                         letter.id
                     );
-                    self.unsaved.push(letter.clone());
+                    false
                 }
-            }
-            None => self.unsaved.push(letter.clone()),
+                Err(payload) => {
+                    log::error!(
+                        target: "hookpool",
+                        "{}: dead-letter sink panicked for webhook {}: {}; kept in memory for the shutdown report",
+                        self.name,
+                        letter.id,
+                        panic_message(&*payload)
+                    );
+                    false
+                }
+            },
+            None => false,
+        };
+        if !stored {
+            self.unsaved.push(letter.clone());
         }
         self.counters.by_reason[reason.index()].fetch_add(1, Ordering::Relaxed);
         self.counters.dead_lettered.fetch_add(1, Ordering::SeqCst);
@@ -360,6 +387,47 @@ impl Engine {
                 "on_breaker_change",
                 &self.counters.hook_panics,
                 || hook(&change),
+            );
+        }
+    }
+}
+
+/// An admitted request's claim on its endpoint's breaker. Its outcome is
+/// recorded exactly once: by `record`, or, if the attempt unwinds first, as
+/// `Neutral` on drop, so that a half-open probe slot is never leaked.
+struct Admitted<'a> {
+    breakers: &'a Breakers,
+    endpoint: &'a Endpoint,
+    was_probe: bool,
+    recorded: bool,
+}
+
+impl<'a> Admitted<'a> {
+    fn new(breakers: &'a Breakers, endpoint: &'a Endpoint, was_probe: bool) -> Self {
+        Admitted {
+            breakers,
+            endpoint,
+            was_probe,
+            recorded: false,
+        }
+    }
+
+    fn record(mut self, health: Health, now: Instant) -> Option<Transition> {
+        self.recorded = true;
+        self.breakers
+            .record(self.endpoint, health, self.was_probe, now)
+    }
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        if !self.recorded {
+            // The injected clock may be what panicked: use the real one.
+            let _ = self.breakers.record(
+                self.endpoint,
+                Health::Neutral,
+                self.was_probe,
+                Instant::now(),
             );
         }
     }

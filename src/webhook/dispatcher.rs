@@ -466,6 +466,7 @@ impl DispatcherBuilder {
             },
             pool: Some(pool),
             drop_timeout: self.drop_timeout,
+            request_timeout: self.timeout,
         })
     }
 }
@@ -510,6 +511,7 @@ pub struct Dispatcher {
     handle: DispatchHandle,
     pool: Option<Pool<Delivery>>,
     drop_timeout: Duration,
+    request_timeout: Duration,
 }
 
 impl Dispatcher {
@@ -732,18 +734,19 @@ impl Dispatcher {
         pool.close_intake();
         wait_for_outstanding(&engine.counters, deadline);
 
-        // Nothing may be re-queued once the workers start to stop.
-        for d in engine.delay.close() {
-            let error = shutdown_error(&d);
-            engine.dead_letter(d, DeadLetterReason::Shutdown, &error);
-        }
+        // Nothing may be re-queued once the workers start to stop. The
+        // waiting deliveries are dead-lettered only after the workers stop:
+        // writing letters takes time, and idle workers must not start new
+        // requests after the deadline meanwhile.
+        let waiting = engine.delay.close();
         let mut pool_report = match deadline {
             None => pool.shutdown(),
             Some(deadline) => {
                 pool.shutdown_timeout(deadline.saturating_duration_since(Instant::now()))
             }
         };
-        for d in std::mem::take(&mut pool_report.unstarted) {
+        let unstarted = std::mem::take(&mut pool_report.unstarted);
+        for d in waiting.into_iter().chain(unstarted) {
             let error = shutdown_error(&d);
             engine.dead_letter(d, DeadLetterReason::Shutdown, &error);
         }
@@ -800,8 +803,11 @@ impl Drop for Dispatcher {
         if self.pool.is_none() {
             return;
         }
-        let deadline = Instant::now() + self.drop_timeout;
-        let report = self.stop(Some(deadline));
+        let deadline = crate::clock::deadline_after(Instant::now(), self.drop_timeout);
+        let mut report = self.stop(Some(deadline));
+        // Requests in flight end within their timeout; wait for them rather
+        // than detach their threads.
+        report.wait_running(self.request_timeout + Duration::from_secs(1));
         for letter in &report.dead_letters {
             log::error!(
                 target: "hookpool",
@@ -865,15 +871,8 @@ impl DispatchHandle {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_send(&self, webhook: Webhook) -> Result<(), SubmitError<Webhook>> {
-        let counters = &self.engine.counters;
-        // Counted before the send, so shutdown never sees a delivered
-        // webhook that was not yet accepted.
-        counters.accepted.fetch_add(1, Ordering::SeqCst);
         let delivery = Delivery::new(webhook, self.engine.clock.now());
-        self.submitter.try_submit(delivery).map_err(|e| {
-            counters.accepted.fetch_sub(1, Ordering::SeqCst);
-            e.map(|d| d.webhook)
-        })
+        self.counted(|| self.submitter.try_submit(delivery))
     }
 
     /// Queues a webhook, waiting at most `timeout` for room.
@@ -896,15 +895,24 @@ impl DispatchHandle {
         webhook: Webhook,
         timeout: Duration,
     ) -> Result<(), SubmitError<Webhook>> {
-        let counters = &self.engine.counters;
-        counters.accepted.fetch_add(1, Ordering::SeqCst);
         let delivery = Delivery::new(webhook, self.engine.clock.now());
-        self.submitter
-            .submit_timeout(delivery, timeout)
-            .map_err(|e| {
-                counters.accepted.fetch_sub(1, Ordering::SeqCst);
-                e.map(|d| d.webhook)
-            })
+        self.counted(|| self.submitter.submit_timeout(delivery, timeout))
+    }
+
+    /// Runs a send between the `submitting` and `accepted` counts (see
+    /// `Counters::outstanding` for why in this order).
+    fn counted(
+        &self,
+        send: impl FnOnce() -> Result<(), SubmitError<Delivery>>,
+    ) -> Result<(), SubmitError<Webhook>> {
+        let counters = &self.engine.counters;
+        counters.submitting.fetch_add(1, Ordering::SeqCst);
+        let sent = send();
+        if sent.is_ok() {
+            counters.accepted.fetch_add(1, Ordering::SeqCst);
+        }
+        counters.submitting.fetch_sub(1, Ordering::SeqCst);
+        sent.map_err(|e| e.map(|d| d.webhook))
     }
 
     /// A snapshot of the dispatcher's counters. Same as
