@@ -1,0 +1,278 @@
+//! [`Submitter`]: sending through the gate.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Select, Sender, TrySendError};
+use crossbeam_utils::CachePadded;
+
+use super::{Envelope, Never, Shared};
+use crate::error::SubmitError;
+use crate::stats::{GateSlot, Stats, bump};
+
+/// A cheap, cloneable handle for submitting jobs from any thread.
+///
+/// Hand one to each HTTP handler or producer thread. A live `Submitter` does
+/// not keep the pool open: once shutdown begins, every submission returns
+/// [`SubmitError::Closed`] with the job.
+///
+/// # Examples
+///
+/// ```
+/// use std::thread;
+/// use hookpool::Pool;
+///
+/// let pool = Pool::builder().workers(2).build(|_: u64| Ok::<(), String>(()))?;
+/// let producers: Vec<_> = (0..2)
+///     .map(|p| {
+///         let submitter = pool.submitter();
+///         thread::spawn(move || {
+///             for i in 0..10 {
+///                 submitter.submit_timeout(p * 100 + i, std::time::Duration::from_secs(5)).unwrap();
+///             }
+///         })
+///     })
+///     .collect();
+/// for p in producers {
+///     p.join().unwrap();
+/// }
+/// assert_eq!(pool.shutdown().stats.succeeded, 20);
+/// # Ok::<(), hookpool::BuildError>(())
+/// ```
+pub struct Submitter<J> {
+    pub(super) tx: Sender<Envelope<J>>,
+    /// Disconnected once intake closes.
+    pub(super) closed: Receiver<Never>,
+    pub(super) gate: Arc<CachePadded<GateSlot>>,
+    pub(super) shared: Arc<Shared>,
+    /// Crate-internal handles (the dispatcher's retry scheduler) may still
+    /// send after intake closes; their owner stops them before the workers.
+    pub(super) internal: bool,
+}
+
+impl<J> Submitter<J> {
+    pub(super) fn register(
+        tx: Sender<Envelope<J>>,
+        closed: Receiver<Never>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        let gate = Arc::new(CachePadded::new(GateSlot::default()));
+        shared.gates.lock().live.push(Arc::clone(&gate));
+        Submitter {
+            tx,
+            closed,
+            gate,
+            shared,
+            internal: false,
+        }
+    }
+
+    /// Submits a job without blocking.
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::Full`] with the job when the queue is at capacity,
+    /// [`SubmitError::Closed`] with the job once shutdown has begun.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hookpool::{Pool, SubmitError};
+    ///
+    /// let (release, gate) = std::sync::mpsc::channel::<()>();
+    /// let gate = std::sync::Mutex::new(gate);
+    /// let pool = Pool::builder().workers(1).queue_capacity(1).build(move |_: u32| {
+    ///     gate.lock().unwrap().recv().ok(); // hold the only worker
+    ///     Ok::<(), String>(())
+    /// })?;
+    /// let submitter = pool.submitter();
+    /// // Fill the worker and the one queue slot, then the next job comes back.
+    /// let mut refused = None;
+    /// for n in 0..100 {
+    ///     if let Err(e) = submitter.try_submit(n) {
+    ///         refused = Some(e);
+    ///         break;
+    ///     }
+    /// }
+    /// let err = refused.expect("a one-slot queue fills up");
+    /// assert!(err.is_full());
+    /// release.send(()).unwrap();
+    /// release.send(()).unwrap();
+    /// drop(release);
+    /// drop(pool);
+    /// assert!(submitter.try_submit(9).unwrap_err().is_closed());
+    /// # Ok::<(), hookpool::BuildError>(())
+    /// ```
+    #[inline]
+    pub fn try_submit(&self, job: J) -> Result<(), SubmitError<J>> {
+        let now = Instant::now();
+        let env = Envelope { job, enqueued: now };
+        match self.send_once(env) {
+            Ok(()) => {
+                let shared = &self.shared;
+                shared
+                    .monitor
+                    .tick(&shared.name, now, || shared.load(self.tx.len()));
+                Ok(())
+            }
+            Err(e) => {
+                bump(&self.gate.rejected);
+                self.refused(&e);
+                Err(e.map(|env| env.job))
+            }
+        }
+    }
+
+    /// A refusal is a cold path: check saturation right away.
+    #[cold]
+    pub(super) fn refused(&self, e: &SubmitError<Envelope<J>>) {
+        if e.is_full() {
+            let shared = &self.shared;
+            shared
+                .monitor
+                .check_now(&shared.name, shared.load(self.tx.len()));
+        }
+    }
+
+    /// One pass through the gate. Does not count rejections.
+    #[inline]
+    pub(super) fn send_once(&self, env: Envelope<J>) -> Result<(), SubmitError<Envelope<J>>> {
+        self.gate.inflight.fetch_add(1, Ordering::SeqCst);
+        if self.shared.closed.load(Ordering::SeqCst) && !self.internal {
+            self.gate.inflight.fetch_sub(1, Ordering::Release);
+            return Err(SubmitError::Closed(env));
+        }
+        let sent = self.tx.try_send(env);
+        self.gate.inflight.fetch_sub(1, Ordering::Release);
+        match sent {
+            Ok(()) => {
+                bump(&self.gate.submitted);
+                Ok(())
+            }
+            Err(TrySendError::Full(env)) => Err(SubmitError::Full(env)),
+            Err(TrySendError::Disconnected(env)) => Err(SubmitError::Closed(env)),
+        }
+    }
+
+    /// Submits a job, waiting at most `timeout` for room in the queue.
+    ///
+    /// The wait happens outside the gate, so a blocked caller never delays
+    /// shutdown; it wakes as soon as shutdown begins and gets the job back.
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::Full`] with the job if there was no room before the
+    /// timeout, [`SubmitError::Closed`] with the job once shutdown has begun.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use hookpool::Pool;
+    ///
+    /// let pool = Pool::builder().workers(1).queue_capacity(1).build(|_: u32| Ok::<(), String>(()))?;
+    /// for n in 0..50 {
+    ///     pool.submit_timeout(n, Duration::from_secs(5)).expect("the worker frees room");
+    /// }
+    /// assert_eq!(pool.shutdown().stats.succeeded, 50);
+    /// # Ok::<(), hookpool::BuildError>(())
+    /// ```
+    pub fn submit_timeout(&self, job: J, timeout: Duration) -> Result<(), SubmitError<J>> {
+        let deadline = Instant::now().checked_add(timeout);
+        let mut env = Envelope {
+            job,
+            enqueued: Instant::now(),
+        };
+        loop {
+            match self.send_once(env) {
+                Ok(()) => return Ok(()),
+                Err(SubmitError::Full(back)) => env = back,
+                Err(closed) => {
+                    bump(&self.gate.rejected);
+                    return Err(closed.map(|env| env.job));
+                }
+            }
+            // Wake when there may be room, or when shutdown disconnects `stop`.
+            let mut select = Select::new();
+            select.send(&self.tx);
+            select.recv(&self.closed);
+            let ready = match deadline {
+                Some(deadline) => select.ready_deadline(deadline).is_ok(),
+                None => {
+                    select.ready();
+                    true
+                }
+            };
+            if !ready {
+                bump(&self.gate.rejected);
+                let refused = SubmitError::Full(env);
+                self.refused(&refused);
+                return Err(refused.map(|env| env.job));
+            }
+            env.enqueued = Instant::now();
+        }
+    }
+
+    /// A snapshot of the pool's counters. Same as [`Pool::stats`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = hookpool::Pool::builder().workers(1).build(|_: ()| Ok::<(), String>(()))?;
+    /// assert_eq!(pool.submitter().stats().workers, 1);
+    /// # Ok::<(), hookpool::BuildError>(())
+    /// ```
+    pub fn stats(&self) -> Stats {
+        self.shared.stats(self.tx.len())
+    }
+
+    /// Returns `true` once shutdown has begun.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = hookpool::Pool::builder().workers(1).build(|_: ()| Ok::<(), String>(()))?;
+    /// let submitter = pool.submitter();
+    /// assert!(!submitter.is_closed());
+    /// drop(pool);
+    /// assert!(submitter.is_closed());
+    /// # Ok::<(), hookpool::BuildError>(())
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+}
+
+impl<J> Clone for Submitter<J> {
+    fn clone(&self) -> Self {
+        let mut clone = Submitter::register(
+            self.tx.clone(),
+            self.closed.clone(),
+            Arc::clone(&self.shared),
+        );
+        clone.internal = self.internal;
+        clone
+    }
+}
+
+impl<J> Drop for Submitter<J> {
+    fn drop(&mut self) {
+        let mut gates = self.shared.gates.lock();
+        gates.retired_submitted += self.gate.submitted.load(Ordering::Relaxed);
+        gates.retired_rejected += self.gate.rejected.load(Ordering::Relaxed);
+        if let Some(i) = gates.live.iter().position(|g| Arc::ptr_eq(g, &self.gate)) {
+            gates.live.swap_remove(i);
+        }
+    }
+}
+
+impl<J> fmt::Debug for Submitter<J> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Submitter")
+            .field("pool", &self.shared.name)
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
+    }
+}

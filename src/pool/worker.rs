@@ -1,0 +1,142 @@
+//! The worker loop: take a job, run it inside `catch_unwind`, record.
+
+use std::any::Any;
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, TryRecvError};
+use parking_lot::Mutex;
+
+use super::builder::PanicEvent;
+use super::{Envelope, Never, Shared};
+use crate::stats::{WorkerSlot, bump_owned, state};
+
+/// One worker thread's view of the pool.
+pub(super) struct Worker<J, F> {
+    pub(super) index: usize,
+    pub(super) rx: Receiver<Envelope<J>>,
+    pub(super) stop: Receiver<Never>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) returned: Arc<Mutex<Vec<J>>>,
+    pub(super) handler: Arc<F>,
+}
+
+impl<J, F, E> Worker<J, F>
+where
+    F: Fn(J) -> Result<(), E>,
+    E: fmt::Display,
+{
+    pub(super) fn run(self) {
+        let slot = &self.shared.workers[self.index];
+        let mut stopping = false;
+        loop {
+            let env = match self.rx.try_recv() {
+                Ok(env) => env,
+                Err(TryRecvError::Disconnected) => break,
+                // `stop` is only disconnected once intake is closed, so an
+                // empty queue now stays empty.
+                Err(TryRecvError::Empty) if stopping => break,
+                Err(TryRecvError::Empty) => {
+                    crossbeam_channel::select! {
+                        recv(self.rx) -> msg => match msg {
+                            Ok(env) => env,
+                            Err(_) => break,
+                        },
+                        recv(self.stop) -> _ => {
+                            stopping = true;
+                            continue;
+                        }
+                    }
+                }
+            };
+            if slot
+                .state
+                .compare_exchange(
+                    state::IDLE,
+                    state::RUNNING,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_err()
+            {
+                self.returned.lock().push(env.job);
+                break;
+            }
+            // The queue was at least this deep just before this job left it.
+            let depth = self.rx.len() + 1;
+            if depth > slot.high_water.load(Ordering::Relaxed) {
+                slot.high_water.store(depth, Ordering::Relaxed);
+            }
+            self.run_job(slot, env, depth);
+            if slot
+                .state
+                .compare_exchange(
+                    state::RUNNING,
+                    state::IDLE,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_err()
+            {
+                break;
+            }
+        }
+        slot.state.store(state::EXITED, Ordering::Release);
+    }
+
+    #[inline]
+    pub(super) fn run_job(&self, slot: &WorkerSlot, env: Envelope<J>, depth: usize) {
+        let started = Instant::now();
+        slot.queue_wait
+            .record_owned(started.saturating_duration_since(env.enqueued));
+        let shared = &self.shared;
+        shared
+            .monitor
+            .tick(&shared.name, started, || shared.load(depth - 1));
+        let outcome = catch_unwind(AssertUnwindSafe(|| (self.handler)(env.job)));
+        slot.run_time.record_owned(started.elapsed());
+        match outcome {
+            Ok(Ok(())) => bump_owned(&slot.succeeded, 1),
+            Ok(Err(e)) => {
+                bump_owned(&slot.failed, 1);
+                log::warn!(target: "hookpool", "{}: job failed: {e}", self.shared.name);
+            }
+            Err(payload) => {
+                bump_owned(&slot.panicked, 1);
+                self.report_panic(payload);
+            }
+        }
+    }
+
+    #[cold]
+    pub(super) fn report_panic(&self, payload: Box<dyn Any + Send>) {
+        let message = panic_message(&*payload);
+        let thread_name = format!("{}-{}", self.shared.name, self.index);
+        log::error!(target: "hookpool", "{thread_name}: job panicked: {message}");
+        if let Some(handler) = &self.shared.panic_handler {
+            let event = PanicEvent {
+                worker: self.index,
+                thread_name: &thread_name,
+                message,
+                payload: &*payload,
+            };
+            if catch_unwind(AssertUnwindSafe(|| handler(&event))).is_err() {
+                log::error!(target: "hookpool", "{thread_name}: panic handler panicked");
+            }
+        }
+    }
+}
+
+/// The text of a panic payload, for logs.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "non-string panic payload"
+    }
+}
