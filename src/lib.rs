@@ -70,10 +70,11 @@ pub use pool::{MAX_QUEUE_CAPACITY, PanicEvent, Pool, PoolBuilder, ShutdownReport
 pub use prometheus::Exposition;
 pub use retry::{Backoff, RetryPolicy, Retryability, parse_retry_after};
 pub use stats::{FINITE_BUCKETS, Histogram, Stats};
-pub use webhook::dispatcher::{
-    DispatchHandle, DispatchReport, DispatchStats, Dispatcher, DispatcherBuilder, EndpointStats,
-};
+pub use webhook::builder::DispatcherBuilder;
+pub use webhook::dispatcher::Dispatcher;
 pub use webhook::events::{BreakerChange, Delivered};
+pub use webhook::handle::DispatchHandle;
+pub use webhook::report::{DispatchReport, DispatchStats, EndpointStats};
 pub use webhook::send::DeliveryError;
 pub use webhook::sign::{
     HEADER_WEBHOOK_ID, HEADER_WEBHOOK_SIGNATURE, HEADER_WEBHOOK_TIMESTAMP, SecretError,

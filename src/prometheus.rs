@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use crate::breaker::BreakerState;
 use crate::dead_letter::DeadLetterReason;
 use crate::stats::{FINITE_BUCKETS, Histogram, Stats};
-use crate::webhook::dispatcher::DispatchStats;
+use crate::webhook::report::DispatchStats;
 
 /// The content type to serve the text with.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -2,9 +2,12 @@
 //! sending over HTTP, and the [`Dispatcher`](crate::Dispatcher) that ties
 //! them to the pool.
 
+pub(crate) mod builder;
 pub(crate) mod deliver;
 pub(crate) mod dispatcher;
 pub(crate) mod events;
+pub(crate) mod handle;
+pub(crate) mod report;
 pub(crate) mod send;
 pub(crate) mod sign;
 

@@ -1,0 +1,502 @@
+//! [`DispatcherBuilder`]: configuration, and starting the dispatcher.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use super::dispatcher::Dispatcher;
+use super::handle::DispatchHandle;
+use crate::breaker::{BreakerConfig, Breakers};
+use crate::clock::{Clock, SystemClock};
+use crate::dead_letter::{DeadLetter, DeadLetterSink, MemoryDeadLetters};
+use crate::error::{BuildError, SubmitError};
+use crate::pool::{PoolBuilder, Submitter};
+use crate::retry::RetryPolicy;
+use crate::schedule::DelayQueue;
+use crate::webhook::deliver::{Counters, Delivery, Engine, GuardedResolver};
+use crate::webhook::events::{BreakerChange, Delivered, Hooks};
+use crate::webhook::send::{HttpSender, SendConfig};
+use crate::webhook::sign::{SecretError, SigningSecret};
+
+/// Configures and starts a [`Dispatcher`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use hookpool::{BreakerConfig, Dispatcher, MemoryDeadLetters, RetryPolicy};
+///
+/// let hooks = Dispatcher::builder()
+///     .workers(8)
+///     .queue_capacity(10_000)
+///     .retry(RetryPolicy::exponential(Duration::from_millis(500)).max_attempts(4))
+///     .breaker(BreakerConfig::default())
+///     .signing_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?
+///     .dead_letters(MemoryDeadLetters::new())
+///     .build()?;
+/// assert_eq!(hooks.stats().pool.workers, 8);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct DispatcherBuilder {
+    pub(super) pool: PoolBuilder,
+    pub(super) retry: RetryPolicy,
+    pub(super) breaker: BreakerConfig,
+    pub(super) secrets: Vec<SigningSecret>,
+    pub(super) sink: Option<Arc<dyn DeadLetterSink>>,
+    pub(super) connect_timeout: Duration,
+    pub(super) timeout: Duration,
+    pub(super) max_response_body: u64,
+    pub(super) deny_private_networks: bool,
+    pub(super) drop_timeout: Duration,
+    pub(super) warn_interval: Duration,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) hooks: Hooks,
+}
+
+impl Default for DispatcherBuilder {
+    fn default() -> Self {
+        DispatcherBuilder {
+            // Delivery waits on the network, not the CPU, so more threads than cores.
+            pool: PoolBuilder::new()
+                .workers(8)
+                .queue_capacity(1024)
+                .name("hookpool"),
+            retry: RetryPolicy::default(),
+            breaker: BreakerConfig::default(),
+            secrets: Vec::new(),
+            sink: None,
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(15),
+            max_response_body: 64 * 1024,
+            deny_private_networks: false,
+            drop_timeout: Duration::from_secs(30),
+            warn_interval: Duration::from_secs(30),
+            clock: Arc::new(SystemClock),
+            hooks: Hooks::default(),
+        }
+    }
+}
+
+impl fmt::Debug for DispatcherBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DispatcherBuilder")
+            .field("pool", &self.pool)
+            .field("retry", &self.retry)
+            .field("breaker", &self.breaker)
+            .field("secrets", &self.secrets.len())
+            .field("dead_letters", &self.sink.is_some())
+            .field("connect_timeout", &self.connect_timeout)
+            .field("timeout", &self.timeout)
+            .field("max_response_body", &self.max_response_body)
+            .field("deny_private_networks", &self.deny_private_networks)
+            .field("drop_timeout", &self.drop_timeout)
+            .field("warn_interval", &self.warn_interval)
+            .field("hooks", &self.hooks)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DispatcherBuilder {
+    /// Delivery worker threads. Defaults to 8.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hooks = hookpool::Dispatcher::builder().workers(2).build()?;
+    /// assert_eq!(hooks.stats().pool.workers, 2);
+    /// # Ok::<(), hookpool::BuildError>(())
+    /// ```
+    pub fn workers(mut self, n: usize) -> Self {
+        self.pool = self.pool.workers(n);
+        self
+    }
+
+    /// Webhooks that can wait for a worker. Defaults to 1024.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hooks = hookpool::Dispatcher::builder().queue_capacity(10).build()?;
+    /// assert_eq!(hooks.stats().pool.queue_capacity, 10);
+    /// # Ok::<(), hookpool::BuildError>(())
+    /// ```
+    pub fn queue_capacity(mut self, n: usize) -> Self {
+        self.pool = self.pool.queue_capacity(n);
+        self
+    }
+
+    /// Name for threads, logs and metrics. Defaults to `"hookpool"`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hooks = hookpool::Dispatcher::builder().name("billing-hooks").build()?;
+    /// assert_eq!(hooks.name(), "billing-hooks");
+    /// # Ok::<(), hookpool::BuildError>(())
+    /// ```
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.pool = self.pool.name(name);
+        self
+    }
+
+    /// The retry policy. Defaults to [`RetryPolicy::default`]: exponential
+    /// from 500 ms with full jitter, 5 attempts, 60 s cap.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// // The seeds' schedule: first attempt, then 500 ms, 1 s, 2 s.
+    /// let policy = hookpool::RetryPolicy::exponential(Duration::from_millis(500)).jitter(false).max_attempts(4);
+    /// let hooks = hookpool::Dispatcher::builder().retry(policy).build()?;
+    /// # Ok::<(), hookpool::BuildError>(())
+    /// ```
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// The circuit breaker settings, applied to each endpoint (scheme, host,
+    /// port) separately. Defaults to [`BreakerConfig::default`]: open after
+    /// 5 consecutive retryable failures, probe after 30 s.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hooks = hookpool::Dispatcher::builder().breaker(hookpool::BreakerConfig::disabled()).build()?;
+    /// # Ok::<(), hookpool::BuildError>(())
+    /// ```
+    pub fn breaker(mut self, config: BreakerConfig) -> Self {
+        self.breaker = config;
+        self
+    }
+
+    /// Adds a Standard Webhooks signing secret (`whsec_...`). Call it again
+    /// to sign with several secrets during a rotation; each request then
+    /// carries one signature per secret. Defaults to none (unsigned).
+    ///
+    /// # Errors
+    ///
+    /// [`SecretError`] if the secret is empty or not base64. The message
+    /// never contains the secret.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let builder = hookpool::Dispatcher::builder()
+    ///     .signing_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?
+    ///     .signing_secret("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD")?;
+    /// assert!(hookpool::Dispatcher::builder().signing_secret("whsec_!!!").is_err());
+    /// # Ok::<(), hookpool::SecretError>(())
+    /// ```
+    pub fn signing_secret(mut self, secret: &str) -> Result<Self, SecretError> {
+        self.secrets.push(SigningSecret::new(secret)?);
+        Ok(self)
+    }
+
+    /// Where dead letters go. Defaults to none: they are kept in memory and
+    /// handed back in the [`DispatchReport`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let letters = hookpool::MemoryDeadLetters::new();
+    /// let hooks = hookpool::Dispatcher::builder().dead_letters(letters.clone()).build()?;
+    /// # Ok::<(), hookpool::BuildError>(())
+    /// ```
+    pub fn dead_letters(mut self, sink: impl DeadLetterSink) -> Self {
+        self.sink = Some(Arc::new(sink));
+        self
+    }
+
+    /// Connect timeout (TCP and TLS). Defaults to 5 s.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hooks = hookpool::Dispatcher::builder().connect_timeout(std::time::Duration::from_secs(2)).build()?;
+    /// # Ok::<(), hookpool::BuildError>(())
+    /// ```
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Timeout for a whole attempt, from resolving the host to reading the
+    /// response. Defaults to 15 s.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hooks = hookpool::Dispatcher::builder().timeout(std::time::Duration::from_secs(10)).build()?;
+    /// # Ok::<(), hookpool::BuildError>(())
+    /// ```
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How much of a response body is read before the connection is
+    /// dropped. Defaults to 64 KiB.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hooks = hookpool::Dispatcher::builder().max_response_body(4096).build()?;
+    /// # Ok::<(), hookpool::BuildError>(())
+    /// ```
+    pub fn max_response_body(mut self, bytes: u64) -> Self {
+        self.max_response_body = bytes;
+        self
+    }
+
+    /// Refuses to connect to loopback, private, link-local (cloud metadata
+    /// included), CGNAT, unique-local, multicast and unspecified addresses.
+    /// The host is resolved, checked, and the connection goes to the checked
+    /// address only. A refusal is a permanent failure, dead-lettered with
+    /// reason `blocked`. With the guard on, proxies from the environment
+    /// (`HTTP_PROXY`, `ALL_PROXY`) are not used: a proxy would resolve the
+    /// host out of the guard's sight. Defaults to `false`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hooks = hookpool::Dispatcher::builder().deny_private_networks(true).build()?;
+    /// # Ok::<(), hookpool::BuildError>(())
+    /// ```
+    pub fn deny_private_networks(mut self, deny: bool) -> Self {
+        self.deny_private_networks = deny;
+        self
+    }
+
+    /// How long dropping a [`Dispatcher`] without calling `shutdown` waits
+    /// before dead-lettering what is left. Defaults to 30 s.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hooks = hookpool::Dispatcher::builder().drop_timeout(std::time::Duration::from_secs(5)).build()?;
+    /// # Ok::<(), hookpool::BuildError>(())
+    /// ```
+    pub fn drop_timeout(mut self, timeout: Duration) -> Self {
+        self.drop_timeout = timeout;
+        self
+    }
+
+    /// The least time between two saturation warnings of the same kind:
+    /// queue at 80% of capacity, every worker busy while webhooks wait, and
+    /// (per endpoint) a circuit breaker opening. Defaults to 30 s.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hooks = hookpool::Dispatcher::builder().warn_interval(std::time::Duration::from_secs(300)).build()?;
+    /// # Ok::<(), hookpool::BuildError>(())
+    /// ```
+    pub fn warn_interval(mut self, interval: Duration) -> Self {
+        self.warn_interval = interval;
+        self.pool = self.pool.warn_interval(interval);
+        self
+    }
+
+    /// Called after each delivery, on the worker thread, outside every lock.
+    /// A panic in it is caught, logged and counted in
+    /// [`DispatchStats::hook_panics`]; the delivery still counts. Defaults to
+    /// none.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    ///
+    /// let delivered = Arc::new(AtomicU64::new(0));
+    /// let count = Arc::clone(&delivered);
+    /// let hooks = hookpool::Dispatcher::builder()
+    ///     .on_delivered(move |_| { count.fetch_add(1, Ordering::Relaxed); })
+    ///     .build()?;
+    /// assert_eq!(delivered.load(Ordering::Relaxed), 0);
+    /// # Ok::<(), hookpool::BuildError>(())
+    /// ```
+    pub fn on_delivered<F>(mut self, hook: F) -> Self
+    where
+        F: for<'a> Fn(&Delivered<'a>) + Send + Sync + 'static,
+    {
+        self.hooks.delivered = Some(Arc::new(hook));
+        self
+    }
+
+    /// Called after each dead letter is stored, outside every lock. A panic
+    /// in it is contained as for [`on_delivered`](Self::on_delivered).
+    /// Defaults to none.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hooks = hookpool::Dispatcher::builder()
+    ///     .on_dead_letter(|letter| eprintln!("gave up on {} ({})", letter.id, letter.reason))
+    ///     .build()?;
+    /// # Ok::<(), hookpool::BuildError>(())
+    /// ```
+    pub fn on_dead_letter<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&DeadLetter) + Send + Sync + 'static,
+    {
+        self.hooks.dead_letter = Some(Arc::new(hook));
+        self
+    }
+
+    /// Called when an endpoint's circuit breaker changes state, after the
+    /// breaker's lock is released. A panic in it is contained as for
+    /// [`on_delivered`](Self::on_delivered). Defaults to none.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hooks = hookpool::Dispatcher::builder()
+    ///     .on_breaker_change(|c| eprintln!("{}: {} -> {}", c.endpoint, c.from, c.to))
+    ///     .build()?;
+    /// # Ok::<(), hookpool::BuildError>(())
+    /// ```
+    pub fn on_breaker_change<F>(mut self, hook: F) -> Self
+    where
+        F: for<'a> Fn(&BreakerChange<'a>) + Send + Sync + 'static,
+    {
+        self.hooks.breaker = Some(Arc::new(hook));
+        self
+    }
+
+    /// The source of time for retries, breakers and timestamps. Defaults to
+    /// [`SystemClock`]. Tests can pass a [`ManualClock`](crate::ManualClock).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let clock = hookpool::ManualClock::new();
+    /// let hooks = hookpool::Dispatcher::builder().clock(clock.clone()).build()?;
+    /// # Ok::<(), hookpool::BuildError>(())
+    /// ```
+    pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Starts the workers and the retry thread.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError`] for zero workers, zero capacity, a zero timeout, or a
+    /// thread that could not be started.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let err = hookpool::Dispatcher::builder().timeout(std::time::Duration::ZERO).build().unwrap_err();
+    /// assert_eq!(err.to_string(), "timeout must be greater than zero");
+    /// ```
+    pub fn build(self) -> Result<Dispatcher, BuildError> {
+        if self.timeout.is_zero() {
+            return Err(BuildError::Invalid(
+                "timeout must be greater than zero".into(),
+            ));
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(BuildError::Invalid(
+                "connect timeout must be greater than zero".into(),
+            ));
+        }
+        let name = self.pool.name_ref().to_owned();
+        let sender = HttpSender::new(SendConfig {
+            connect_timeout: self.connect_timeout,
+            timeout: self.timeout,
+            max_response_body: self.max_response_body,
+            secrets: self.secrets,
+            resolver: self.deny_private_networks.then(GuardedResolver::default),
+            workers: self.pool.workers_ref(),
+        });
+
+        // The retry thread needs the pool's handle, and the pool's workers
+        // need the retry thread: the handle is filled in once the pool exists.
+        let resubmit: Arc<OnceLock<Submitter<Delivery>>> = Arc::new(OnceLock::new());
+        let slot = Arc::clone(&resubmit);
+        let delay = DelayQueue::start(
+            format!("{name}-retry"),
+            Arc::clone(&self.clock),
+            move |d: Delivery| match slot.get() {
+                Some(submitter) => submitter.try_submit(d).map_err(SubmitError::into_inner),
+                None => Err(d),
+            },
+        )
+        .map_err(BuildError::Spawn)?;
+
+        let engine = Arc::new(Engine {
+            name,
+            sender,
+            retry: self.retry,
+            breakers: Breakers::new(self.breaker),
+            epoch: self.clock.now(),
+            clock: self.clock,
+            hooks: self.hooks,
+            breaker_warnings: Mutex::new(HashMap::new()),
+            warn_interval: self.warn_interval,
+            sink: self.sink,
+            unsaved: MemoryDeadLetters::new(),
+            gone: Mutex::new(HashSet::new()),
+            counters: Counters::default(),
+            delay,
+        });
+        let worker_engine = Arc::clone(&engine);
+        let pool = self.pool.build(move |d: Delivery| {
+            worker_engine.run(d);
+            Ok::<(), std::convert::Infallible>(())
+        })?;
+        let _ = resubmit.set(pool.internal_submitter());
+        Ok(Dispatcher {
+            handle: DispatchHandle {
+                submitter: pool.submitter(),
+                engine,
+            },
+            pool: Some(pool),
+            drop_timeout: self.drop_timeout,
+            request_timeout: self.timeout,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let b = DispatcherBuilder::default();
+        assert_eq!(b.connect_timeout, Duration::from_secs(5));
+        assert_eq!(b.timeout, Duration::from_secs(15));
+        assert_eq!(b.max_response_body, 64 * 1024);
+        assert_eq!(b.pool.workers_ref(), 8);
+        assert!(!b.deny_private_networks);
+        assert!(b.secrets.is_empty() && b.sink.is_none());
+        assert_eq!(b.drop_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn zero_timeouts_are_refused() {
+        let err = Dispatcher::builder()
+            .connect_timeout(Duration::ZERO)
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, BuildError::Invalid(ref m) if m.contains("connect timeout")));
+        assert!(matches!(
+            Dispatcher::builder().workers(0).build(),
+            Err(BuildError::ZeroWorkers)
+        ));
+        assert!(matches!(
+            Dispatcher::builder().queue_capacity(0).build(),
+            Err(BuildError::ZeroCapacity)
+        ));
+    }
+}

@@ -1,0 +1,165 @@
+//! [`DispatchHandle`]: queueing webhooks from any thread, and the stats snapshot.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::report::{DispatchStats, EndpointStats};
+use crate::error::SubmitError;
+use crate::pool::Submitter;
+use crate::stats::Histogram;
+use crate::stats::Stats;
+use crate::webhook::Webhook;
+use crate::webhook::deliver::{Delivery, Engine};
+
+/// A cheap, cloneable handle to a [`Dispatcher`], for other threads.
+///
+/// Like a pool [`Submitter`](crate::Submitter), a live handle does not keep
+/// the dispatcher open: once shutdown begins it gets
+/// [`SubmitError::Closed`] with the webhook.
+///
+/// # Examples
+///
+/// ```no_run
+/// let hooks = hookpool::Dispatcher::builder().build()?;
+/// let handle = hooks.handle();
+/// let _ = hooks.shutdown();
+/// let back = handle.try_send(hookpool::Webhook::new("http://127.0.0.1:9/", &0)?).unwrap_err();
+/// assert!(back.is_closed());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct DispatchHandle {
+    pub(super) submitter: Submitter<Delivery>,
+    pub(super) engine: Arc<Engine>,
+}
+
+impl DispatchHandle {
+    /// Queues a webhook without blocking.
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::Full`] with the webhook when the queue is full (answer
+    /// 429, or dead-letter it with reason `queue_full`);
+    /// [`SubmitError::Closed`] with the webhook once shutdown has begun.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let hooks = hookpool::Dispatcher::builder().build()?;
+    /// let handle = hooks.handle();
+    /// assert!(handle.try_send(hookpool::Webhook::new("http://127.0.0.1:9/", &0)?).is_ok());
+    /// # let _ = hooks.shutdown_timeout(std::time::Duration::ZERO);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_send(&self, webhook: Webhook) -> Result<(), SubmitError<Webhook>> {
+        let delivery = Delivery::new(webhook, self.engine.clock.now());
+        self.counted(|| self.submitter.try_submit(delivery))
+    }
+
+    /// Queues a webhook, waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_send`](DispatchHandle::try_send).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let hooks = hookpool::Dispatcher::builder().build()?;
+    /// let handle = hooks.handle();
+    /// assert!(handle.send_timeout(hookpool::Webhook::new("http://127.0.0.1:9/", &0)?, std::time::Duration::from_millis(10)).is_ok());
+    /// # let _ = hooks.shutdown_timeout(std::time::Duration::ZERO);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn send_timeout(
+        &self,
+        webhook: Webhook,
+        timeout: Duration,
+    ) -> Result<(), SubmitError<Webhook>> {
+        let delivery = Delivery::new(webhook, self.engine.clock.now());
+        self.counted(|| self.submitter.submit_timeout(delivery, timeout))
+    }
+
+    /// Runs a send between the `submitting` and `accepted` counts (see
+    /// `Counters::outstanding` for why in this order).
+    pub(super) fn counted(
+        &self,
+        send: impl FnOnce() -> Result<(), SubmitError<Delivery>>,
+    ) -> Result<(), SubmitError<Webhook>> {
+        let counters = &self.engine.counters;
+        counters.submitting.fetch_add(1, Ordering::SeqCst);
+        let sent = send();
+        if sent.is_ok() {
+            counters.accepted.fetch_add(1, Ordering::SeqCst);
+        }
+        counters.submitting.fetch_sub(1, Ordering::SeqCst);
+        sent.map_err(|e| e.map(|d| d.webhook))
+    }
+
+    /// A snapshot of the dispatcher's counters. Same as
+    /// [`Dispatcher::stats`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hooks = hookpool::Dispatcher::builder().build()?;
+    /// assert_eq!(hooks.handle().stats().waiting_retries, 0);
+    /// # Ok::<(), hookpool::BuildError>(())
+    /// ```
+    pub fn stats(&self) -> DispatchStats {
+        self.stats_with(self.submitter.stats())
+    }
+
+    pub(super) fn stats_with(&self, pool: Stats) -> DispatchStats {
+        snapshot(&self.engine, pool)
+    }
+}
+
+/// The dispatcher's counters around a pool snapshot.
+pub(super) fn snapshot(engine: &Engine, pool: Stats) -> DispatchStats {
+    let c = &engine.counters;
+    // Finals first, then accepted, so `accepted >= delivered + dead_lettered`.
+    let delivered = c.delivered.load(Ordering::SeqCst);
+    let dead_lettered = c.dead_lettered.load(Ordering::SeqCst);
+    let accepted = c.accepted.load(Ordering::SeqCst);
+    let mut delivery_latency = Histogram::default();
+    c.latency.add_to(&mut delivery_latency);
+    DispatchStats {
+        pool,
+        accepted,
+        delivered,
+        dead_lettered,
+        dead_lettered_by_reason: c
+            .by_reason
+            .iter()
+            .zip(crate::dead_letter::DeadLetterReason::ALL)
+            .map(|(n, reason)| (reason, n.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect(),
+        hook_panics: c.hook_panics.load(Ordering::Relaxed),
+        delivery_latency,
+        retried: c.retried.load(Ordering::Relaxed),
+        deferred_by_breaker: c.deferred_by_breaker.load(Ordering::Relaxed),
+        waiting_retries: engine.delay.len(),
+        gone_endpoints: engine.gone.lock().len(),
+        endpoints: engine
+            .breakers
+            .snapshot()
+            .into_iter()
+            .map(|(endpoint, breaker)| EndpointStats {
+                endpoint: endpoint.to_string(),
+                breaker,
+            })
+            .collect(),
+    }
+}
+
+impl fmt::Debug for DispatchHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DispatchHandle")
+            .field("name", &self.engine.name)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,180 @@
+//! [`DispatchStats`] and [`DispatchReport`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::handle::snapshot;
+use crate::breaker::BreakerState;
+use crate::dead_letter::DeadLetter;
+use crate::stats::Histogram;
+use crate::stats::Stats;
+use crate::webhook::deliver::{Delivery, Engine};
+
+/// A snapshot of a dispatcher's counters, gauges and breaker states.
+///
+/// `accepted = delivered + dead_lettered + (webhooks still on their way)`.
+///
+/// # Examples
+///
+/// ```
+/// let hooks = hookpool::Dispatcher::builder().build()?;
+/// let stats = hooks.stats();
+/// assert_eq!(stats.in_progress(), 0);
+/// assert!(stats.endpoints.is_empty());
+/// # Ok::<(), hookpool::BuildError>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct DispatchStats {
+    /// The worker pool's own counters (its jobs include retries).
+    pub pool: Stats,
+    /// Webhooks accepted by `try_send`, `send_timeout` and `replay`.
+    pub accepted: u64,
+    /// Webhooks delivered (a 2xx answer).
+    pub delivered: u64,
+    /// Webhooks given up on and dead-lettered.
+    pub dead_lettered: u64,
+    /// Dead letters by reason (reasons with none are left out).
+    pub dead_lettered_by_reason: BTreeMap<crate::dead_letter::DeadLetterReason, u64>,
+    /// Panics caught in event hooks.
+    pub hook_panics: u64,
+    /// Time from acceptance to delivery, retries included, for delivered
+    /// webhooks.
+    pub delivery_latency: Histogram,
+    /// Attempts that failed and were scheduled again.
+    pub retried: u64,
+    /// Times a webhook was held back because its endpoint's breaker was open.
+    pub deferred_by_breaker: u64,
+    /// Webhooks waiting in the delay queue for a retry or a breaker.
+    pub waiting_retries: usize,
+    /// URLs that answered 410 Gone; webhooks to them are dead-lettered.
+    pub gone_endpoints: usize,
+    /// Each endpoint seen so far and its breaker's state.
+    pub endpoints: Vec<EndpointStats>,
+}
+
+impl DispatchStats {
+    /// Webhooks accepted but not yet delivered or dead-lettered.
+    ///
+    /// # Examples
+    ///
+    /// See [`DispatchStats`].
+    ///
+    /// ```
+    /// let stats = hookpool::Dispatcher::builder().build()?.stats();
+    /// assert_eq!(stats.in_progress(), stats.accepted - stats.delivered - stats.dead_lettered);
+    /// # Ok::<(), hookpool::BuildError>(())
+    /// ```
+    pub fn in_progress(&self) -> u64 {
+        self.accepted
+            .saturating_sub(self.delivered + self.dead_lettered)
+    }
+
+    /// The breaker state of one endpoint (`"https://host:443"`), if seen.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let stats = hookpool::Dispatcher::builder().build()?.stats();
+    /// assert_eq!(stats.breaker("http://127.0.0.1:9"), None);
+    /// # Ok::<(), hookpool::BuildError>(())
+    /// ```
+    pub fn breaker(&self, endpoint: &str) -> Option<BreakerState> {
+        self.endpoints
+            .iter()
+            .find(|e| e.endpoint == endpoint)
+            .map(|e| e.breaker)
+    }
+}
+
+/// One endpoint's breaker state, in [`DispatchStats::endpoints`].
+///
+/// # Examples
+///
+/// ```
+/// let stats = hookpool::Dispatcher::builder().build()?.stats();
+/// for e in &stats.endpoints {
+///     println!("{} is {}", e.endpoint, e.breaker);
+/// }
+/// # Ok::<(), hookpool::BuildError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct EndpointStats {
+    /// `scheme://host:port`.
+    pub endpoint: String,
+    /// The breaker's state.
+    pub breaker: BreakerState,
+}
+
+/// What a dispatcher's shutdown did.
+///
+/// # Examples
+///
+/// ```
+/// let hooks = hookpool::Dispatcher::builder().build()?;
+/// let report = hooks.shutdown();
+/// assert!(report.dead_letters.is_empty());
+/// assert_eq!(report.still_running, 0);
+/// # Ok::<(), hookpool::BuildError>(())
+/// ```
+#[must_use = "the report may hold dead letters that have no sink"]
+#[non_exhaustive]
+#[derive(Default)]
+pub struct DispatchReport {
+    /// Dead letters that no sink holds: all of them when no sink was
+    /// configured, or those the sink failed to store.
+    pub dead_letters: Vec<DeadLetter>,
+    /// Requests still in flight at the deadline. Each ends within the
+    /// request timeout; [`wait_running`](DispatchReport::wait_running)
+    /// waits for them.
+    pub still_running: usize,
+    /// The counters when shutdown returned.
+    pub stats: DispatchStats,
+    /// How long shutdown took.
+    pub elapsed: Duration,
+    pub(super) pool: Option<crate::pool::ShutdownReport<Delivery>>,
+    pub(super) engine: Option<Arc<Engine>>,
+}
+
+impl DispatchReport {
+    /// Waits up to `timeout` for the requests still in flight at the
+    /// deadline, then refreshes `stats` and moves any new unsaved dead
+    /// letters into `dead_letters`. Returns how many are still running.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hooks = hookpool::Dispatcher::builder().build()?;
+    /// let mut report = hooks.shutdown_timeout(std::time::Duration::ZERO);
+    /// assert_eq!(report.wait_running(std::time::Duration::from_secs(1)), 0);
+    /// # Ok::<(), hookpool::BuildError>(())
+    /// ```
+    pub fn wait_running(&mut self, timeout: Duration) -> usize {
+        if let Some(pool) = &mut self.pool {
+            self.still_running = pool.wait_running(timeout);
+            if let Some(engine) = &self.engine {
+                self.dead_letters.extend(engine.unsaved.take());
+                let mut pool_stats = pool.stats;
+                pool_stats.queued = 0;
+                self.stats = snapshot(engine, pool_stats);
+            }
+        }
+        self.still_running
+    }
+}
+
+impl fmt::Debug for DispatchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DispatchReport")
+            .field("dead_letters", &self.dead_letters.len())
+            .field("still_running", &self.still_running)
+            .field("stats", &self.stats)
+            .field("elapsed", &self.elapsed)
+            .finish()
+    }
+}
