@@ -1,5 +1,13 @@
 //! Prometheus text exposition (format 0.0.4) of [`Stats`] and
 //! [`DispatchStats`].
+//!
+//! ```
+//! let pool = hookpool::Pool::builder().name("jobs").build(|_: u8| Ok::<(), String>(()))?;
+//! let body = pool.render_prometheus();
+//! assert!(body.contains("hookpool_workers{pool=\"jobs\"}"));
+//! assert!(hookpool::prometheus::CONTENT_TYPE.starts_with("text/plain; version=0.0.4"));
+//! # Ok::<(), hookpool::BuildError>(())
+//! ```
 
 use std::fmt::Write as _;
 
@@ -9,6 +17,12 @@ use crate::stats::{FINITE_BUCKETS, Histogram, Stats};
 use crate::webhook::report::DispatchStats;
 
 /// The content type to serve the text with.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(hookpool::prometheus::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8");
+/// ```
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Builds one Prometheus exposition from any number of pools and

@@ -134,6 +134,16 @@ pub(crate) fn bump_owned(counter: &AtomicU64, n: u64) {
 
 /// Number of finite buckets: upper bounds 1 µs, 2 µs, 4 µs, ... 2^27 µs (about
 /// 134 s). A last bucket counts everything slower.
+///
+/// # Examples
+///
+/// ```
+/// use hookpool::{FINITE_BUCKETS, Histogram};
+///
+/// let h = Histogram::default();
+/// assert_eq!(h.buckets.len(), FINITE_BUCKETS + 1);
+/// assert_eq!(Histogram::upper_bound(FINITE_BUCKETS - 1), Some(std::time::Duration::from_micros(1 << 27)));
+/// ```
 pub const FINITE_BUCKETS: usize = 28;
 
 /// A histogram's bucket counts, plus the +Inf bucket.
