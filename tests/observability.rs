@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::server::{Recorded, Reply, TestServer};
-use common::{Rendezvous, logger, wait_until};
+use common::{Gate, Rendezvous, logger, wait_until};
 use hookpool::{
     BreakerConfig, BreakerState, DeadLetterReason, Dispatcher, Exposition, Histogram, ManualClock,
     Pool, RetryPolicy, Webhook,
@@ -17,25 +17,6 @@ use hookpool::{
 use serde_json::json;
 
 const BOUND: Duration = Duration::from_secs(20);
-
-/// A latch for holding workers busy.
-#[derive(Clone, Default)]
-struct Gate(Arc<(Mutex<bool>, std::sync::Condvar)>);
-
-impl Gate {
-    fn open(&self) {
-        *self.0.0.lock().unwrap() = true;
-        self.0.1.notify_all();
-    }
-    fn wait(&self) {
-        let guard = self.0.0.lock().unwrap();
-        let _ = self
-            .0
-            .1
-            .wait_timeout_while(guard, BOUND, |open| !*open)
-            .unwrap();
-    }
-}
 
 fn spin_for(d: Duration) {
     let start = std::time::Instant::now();

@@ -3,35 +3,14 @@
 mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier, Condvar, Mutex};
+use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use common::{Rendezvous, logger, wait_until};
+use common::{Gate, Rendezvous, logger, wait_until};
 use hookpool::{BuildError, Pool, SubmitError};
 
 const BOUND: Duration = Duration::from_secs(20);
-
-/// A latch a job can wait on, so tests can hold workers busy on purpose.
-#[derive(Clone, Default)]
-struct Gate(Arc<(Mutex<bool>, Condvar)>);
-
-impl Gate {
-    fn open(&self) {
-        *self.0.0.lock().unwrap() = true;
-        self.0.1.notify_all();
-    }
-
-    /// Waits until opened, at most `BOUND`.
-    fn wait(&self) {
-        let guard = self.0.0.lock().unwrap();
-        let _ = self
-            .0
-            .1
-            .wait_timeout_while(guard, BOUND, |open| !*open)
-            .unwrap();
-    }
-}
 
 // ---------------------------------------------------------------------------
 // 1. Conservation: every accepted job runs exactly once or is handed back.

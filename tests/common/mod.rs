@@ -57,3 +57,25 @@ impl Rendezvous {
         *c >= self.n
     }
 }
+
+/// A latch that jobs wait on, so tests can hold workers busy on purpose.
+#[derive(Clone, Default)]
+pub struct Gate(std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>);
+
+impl Gate {
+    /// Lets every waiter through, now and later.
+    pub fn open(&self) {
+        *self.0.0.lock().unwrap() = true;
+        self.0.1.notify_all();
+    }
+
+    /// Waits until opened, at most 20 s.
+    pub fn wait(&self) {
+        let guard = self.0.0.lock().unwrap();
+        let _ = self
+            .0
+            .1
+            .wait_timeout_while(guard, Duration::from_secs(20), |open| !*open)
+            .unwrap();
+    }
+}
