@@ -269,37 +269,7 @@ fn exposition_follows_the_text_format() {
 
 #[test]
 fn promtool_accepts_the_exposition() {
-    let text = rich_exposition();
-    let path = std::env::temp_dir().join(format!("hookpool-metrics-{}.prom", std::process::id()));
-    std::fs::write(&path, &text).unwrap();
-    let input = std::fs::File::open(&path).unwrap();
-    let run = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(input)
-        .output();
-    std::fs::remove_file(&path).unwrap();
-    match run {
-        Ok(out) => {
-            let said = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            assert!(out.status.success(), "promtool failed:\n{said}\n{text}");
-            assert!(
-                said.trim().is_empty(),
-                "promtool reported problems:\n{said}"
-            );
-        }
-        Err(e) => {
-            // CI installs promtool and sets this, so there the check always runs.
-            assert!(
-                std::env::var_os("HOOKPOOL_REQUIRE_PROMTOOL").is_none(),
-                "promtool is required but not runnable: {e}"
-            );
-            eprintln!("promtool not installed ({e}); skipped (CI runs it)");
-        }
-    }
+    common::promtool_check(&rich_exposition());
 }
 
 // ---------------------------------------------------------------------------

@@ -71,11 +71,58 @@ impl Gate {
 
     /// Waits until opened, at most 20 s.
     pub fn wait(&self) {
+        self.wait_for(Duration::from_secs(20));
+    }
+
+    /// Waits for `open`; returns whether it came within `timeout`.
+    pub fn wait_for(&self, timeout: Duration) -> bool {
         let guard = self.0.0.lock().unwrap();
-        let _ = self
+        let (open, _) = self
             .0
             .1
-            .wait_timeout_while(guard, Duration::from_secs(20), |open| !*open)
+            .wait_timeout_while(guard, timeout, |open| !*open)
             .unwrap();
+        *open
     }
+}
+
+/// Runs `promtool check metrics` on a Prometheus exposition and fails the
+/// test on any problem. Skipped when promtool is not installed, unless
+/// `HOOKPOOL_REQUIRE_PROMTOOL` is set (CI sets it).
+pub fn promtool_check(text: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) => {
+            assert!(
+                std::env::var_os("HOOKPOOL_REQUIRE_PROMTOOL").is_none(),
+                "promtool is required but not runnable: {e}"
+            );
+            eprintln!("promtool not installed ({e}); skipped (CI runs it)");
+            return;
+        }
+    };
+    // promtool reads all of stdin before it writes, so this cannot deadlock.
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(text.as_bytes()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool failed:\n{said}\n{text}");
+    assert!(
+        said.trim().is_empty(),
+        "promtool reported problems:\n{said}"
+    );
 }
