@@ -1,0 +1,633 @@
+//! The `hookpool` binary end to end: `send`, `replay` and `listen` against
+//! receivers on 127.0.0.1. Every child is killed and waited for, even when a
+//! test fails, and every wait is bounded.
+#![cfg(feature = "cli")]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::server::{Recorded, Reply, Script, TestServer};
+use hookpool::{
+    DeadLetterReason, HEADER_WEBHOOK_ID, HEADER_WEBHOOK_SIGNATURE, HEADER_WEBHOOK_TIMESTAMP,
+    JsonlDeadLetters, SigningSecret, new_message_id, signature_header, verify,
+};
+use serde_json::Value;
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const OTHER_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+/// The longest any one run of the binary may take.
+const RUN: Duration = Duration::from_secs(30);
+
+fn hookpool(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookpool"));
+    cmd.current_dir(dir)
+        .env_remove("HOOKPOOL_SECRETS")
+        .env("RUST_LOG", "off");
+    cmd
+}
+
+/// A fresh directory for one test, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("hookpool-cli-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn path(&self, file: &str) -> PathBuf {
+        self.0.join(file)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running child, killed and reaped on drop if it is still running.
+struct Running {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Receiver<String>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Running {
+    fn spawn(mut cmd: Command) -> Running {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start hookpool");
+        let (tx, stdout) = mpsc::channel();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        // Ends at EOF, when the child exits or is killed.
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut err = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut err, &mut text);
+            text
+        });
+        Running {
+            stdin: child.stdin.take(),
+            child,
+            stdout,
+            stderr: Some(stderr),
+        }
+    }
+
+    fn write_stdin(&mut self, bytes: &[u8]) {
+        // A child that already exited (a usage error) does not read.
+        let _ = self.stdin.as_mut().unwrap().write_all(bytes);
+    }
+
+    fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    fn next_line(&self, timeout: Duration) -> String {
+        self.stdout
+            .recv_timeout(timeout)
+            .expect("a line on hookpool's stdout in time")
+    }
+
+    fn interrupt(&self) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the exit; then the rest of stdout and all of stderr.
+    fn finish(mut self, timeout: Duration) -> (i32, Vec<String>, String) {
+        self.close_stdin();
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "hookpool did not exit within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut lines = Vec::new();
+        while let Ok(line) = self.stdout.recv_timeout(Duration::from_secs(5)) {
+            lines.push(line);
+        }
+        let stderr = self.stderr.take().unwrap().join().unwrap();
+        (
+            status.code().expect("an exit code, not a signal"),
+            lines,
+            stderr,
+        )
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs to completion with `input` on stdin.
+fn run(cmd: Command, input: &[u8]) -> Output {
+    let mut child = Running::spawn(cmd);
+    child.write_stdin(input);
+    let (code, lines, stderr) = child.finish(RUN);
+    Output {
+        code,
+        summary: lines
+            .last()
+            .and_then(|l| serde_json::from_str(l).ok())
+            .unwrap_or(Value::Null),
+        stderr,
+    }
+}
+
+struct Output {
+    code: i32,
+    summary: Value,
+    stderr: String,
+}
+
+impl Output {
+    fn n(&self, field: &str) -> u64 {
+        self.summary[field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no {field} in {}; stderr: {}", self.summary, self.stderr))
+    }
+}
+
+fn ok_server() -> TestServer {
+    TestServer::start(Script::new(vec![Reply::Status(204)]).handler())
+}
+
+fn bodies(server: &TestServer) -> BTreeSet<String> {
+    server.requests().iter().map(Recorded::body_text).collect()
+}
+
+fn lines(n: std::ops::Range<u32>) -> String {
+    n.map(|i| format!("{{\"n\":{i}}}\n")).collect()
+}
+
+#[test]
+fn send_delivers_every_good_line_and_reports_bad_ones() {
+    let dir = TempDir::new("good-bad");
+    let server = ok_server();
+    let mut cmd = hookpool(&dir.0);
+    cmd.args(["send", "--url", &server.url("/in"), "--workers", "2"]);
+    let out = run(cmd, b"{\"n\":1}\nnot json\n\n{\"n\": 2}\r\n[1,2,3]\n");
+
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(
+        (
+            out.n("lines"),
+            out.n("invalid"),
+            out.n("accepted"),
+            out.n("delivered"),
+            out.n("dead_lettered")
+        ),
+        (5, 1, 3, 3, 0),
+        "{}",
+        out.summary
+    );
+    assert!(out.summary["elapsed_ms"].is_u64());
+    assert!(
+        out.stderr.contains("line 2: invalid JSON"),
+        "{}",
+        out.stderr
+    );
+    // Each line is the body byte for byte.
+    let expected: BTreeSet<String> = ["{\"n\":1}", "{\"n\": 2}", "[1,2,3]"]
+        .map(String::from)
+        .into();
+    assert_eq!(bodies(&server), expected);
+    // Nothing was dead-lettered, so the default file is not left behind.
+    assert!(!dir.path("hookpool-dead-letters.jsonl").exists());
+
+    let mut cmd = hookpool(&dir.0);
+    cmd.args(["send", "--url", &server.url("/in")]);
+    let out = run(cmd, lines(0..20).as_bytes());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!((out.n("delivered"), out.n("invalid")), (20, 0));
+}
+
+#[test]
+fn send_signs_and_wraps_lines_in_an_envelope() {
+    let dir = TempDir::new("envelope");
+    let server = ok_server();
+    let mut cmd = hookpool(&dir.0);
+    cmd.args([
+        "send",
+        "--url",
+        &server.url("/in"),
+        "--event-type",
+        "entry.created",
+    ])
+    // Two secrets, as during a rotation, from the environment.
+    .env("HOOKPOOL_SECRETS", format!("{SECRET} {OTHER_SECRET}"));
+    let out = run(cmd, b"{\"entry\": 42}\n");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+
+    let requests = server.requests();
+    assert_eq!(requests.len(), 1);
+    let r = &requests[0];
+    let body: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(body["type"], "entry.created");
+    assert_eq!(body["data"], serde_json::json!({"entry": 42}));
+    let timestamp: jiff::Timestamp = body["timestamp"].as_str().unwrap().parse().unwrap();
+    let age = jiff::Timestamp::now().duration_since(timestamp);
+    assert!(age.as_secs() >= 0 && age.as_secs() < 60, "{timestamp}");
+    for secret in [SECRET, OTHER_SECRET] {
+        let verified = verify(
+            &[SigningSecret::new(secret).unwrap()],
+            r.header(HEADER_WEBHOOK_ID).unwrap(),
+            r.header(HEADER_WEBHOOK_TIMESTAMP).unwrap(),
+            r.header(HEADER_WEBHOOK_SIGNATURE).unwrap(),
+            &r.body,
+            SystemTime::now(),
+            Duration::from_secs(300),
+        );
+        assert_eq!(verified, Ok(()));
+    }
+}
+
+#[test]
+fn send_waits_for_room_and_never_drops_a_line() {
+    let dir = TempDir::new("backpressure");
+    let server = TestServer::start(|_: &Recorded| {
+        Reply::Delay(Duration::from_millis(1), Box::new(Reply::Status(200)))
+    });
+    let mut cmd = hookpool(&dir.0);
+    cmd.args([
+        "send",
+        "--url",
+        &server.url("/in"),
+        "--workers",
+        "2",
+        "--queue",
+        "1",
+    ]);
+    let input = lines(0..300);
+    let out = run(cmd, input.as_bytes());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!((out.n("accepted"), out.n("delivered")), (300, 300));
+    let expected: BTreeSet<String> = input.lines().map(String::from).collect();
+    assert_eq!(bodies(&server), expected);
+}
+
+#[test]
+fn bad_usage_exits_2_with_a_message() {
+    let dir = TempDir::new("usage");
+    let url = "http://127.0.0.1:9/in";
+    let cases: &[(&[&str], &str)] = &[
+        (&["send"], "--url"),
+        (
+            &["send", "--url", "ftp://example.com/"],
+            "unsupported url scheme",
+        ),
+        (&["send", "--url", "not a url"], "--url"),
+        (
+            &["send", "--url", url, "--secret", "whsec_!!!"],
+            "not valid base64",
+        ),
+        (&["send", "--url", url, "--workers", "0"], "--workers"),
+        (&["send", "--url", url, "--event-type", ""], "--event-type"),
+        (
+            &[
+                "send",
+                "--url",
+                url,
+                "--dead-letters",
+                "no/such/dir/x.jsonl",
+            ],
+            "dead-letter file",
+        ),
+        (
+            &["send", "--url", url, "no-such-input.jsonl"],
+            "no-such-input.jsonl",
+        ),
+        (
+            &["replay", "no-such-letters.jsonl"],
+            "no-such-letters.jsonl",
+        ),
+        (&["replay", "x", "--url", "http://"], "--url"),
+        (&["listen", "--fail-rate", "1.5"], "--fail-rate"),
+        (&["listen", "--addr", "not-an-address"], "cannot listen"),
+        (&["frobnicate"], "frobnicate"),
+    ];
+    for (args, message) in cases {
+        let mut cmd = hookpool(&dir.0);
+        cmd.args(*args);
+        let out = run(cmd, b"");
+        assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(message), "{args:?}: {}", out.stderr);
+        assert!(
+            !out.stderr.contains("!!!"),
+            "a secret was printed: {}",
+            out.stderr
+        );
+    }
+    assert!(!dir.path("hookpool-dead-letters.jsonl").exists());
+    let mut cmd = hookpool(&dir.0);
+    cmd.arg("--help");
+    assert_eq!(run(cmd, b"").code, 0);
+}
+
+#[test]
+fn replay_delivers_again_once_the_endpoint_recovers_and_keeps_what_fails() {
+    let dir = TempDir::new("replay");
+    let letters = dir.path("dead.jsonl");
+    let up = Arc::new(AtomicBool::new(false));
+    let state = Arc::clone(&up);
+    let server = TestServer::start(move |r: &Recorded| {
+        if !state.load(Ordering::SeqCst) {
+            Reply::Status(503)
+        } else if r.body_text().contains("poison") {
+            Reply::Status(500)
+        } else {
+            Reply::Status(204)
+        }
+    });
+    let quick = [
+        "--max-attempts",
+        "2",
+        "--base-delay-ms",
+        "1",
+        "--breaker-failures",
+        "0",
+    ];
+
+    let mut cmd = hookpool(&dir.0);
+    cmd.args(["send", "--url", &server.url("/in"), "--dead-letters"])
+        .arg(&letters)
+        .args(quick);
+    let out = run(cmd, b"{\"n\":1}\n{\"poison\":true}\n{\"n\":2}\n");
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!((out.n("delivered"), out.n("dead_lettered")), (0, 3));
+    let first = JsonlDeadLetters::read(&letters).unwrap();
+    assert_eq!(first.len(), 3);
+    assert!(
+        first
+            .iter()
+            .all(|l| l.reason == DeadLetterReason::RetriesExhausted)
+    );
+
+    up.store(true, Ordering::SeqCst);
+    let before = server.request_count();
+    let mut cmd = hookpool(&dir.0);
+    cmd.arg("replay").arg(&letters).args(quick);
+    let out = run(cmd, b"");
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(
+        (
+            out.n("letters"),
+            out.n("delivered"),
+            out.n("dead_lettered"),
+            out.n("remaining")
+        ),
+        (3, 2, 1, 1)
+    );
+    // The file keeps only the letter that failed again, with its id.
+    let left = JsonlDeadLetters::read(&letters).unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].payload.get(), "{\"poison\":true}");
+    let poison = first
+        .iter()
+        .find(|l| l.payload.get().contains("poison"))
+        .unwrap();
+    assert_eq!(left[0].id, poison.id);
+    assert!(!dir.path("dead.jsonl.tmp").exists());
+    // Replayed with the ids they had.
+    let replayed: BTreeSet<String> = server.requests()[before..]
+        .iter()
+        .map(|r| r.header(HEADER_WEBHOOK_ID).unwrap().to_owned())
+        .collect();
+    let ids: BTreeSet<String> = first.iter().map(|l| l.id.clone()).collect();
+    assert_eq!(replayed, ids);
+
+    // Somewhere else, that letter goes through too, and the file is left empty.
+    let elsewhere = ok_server();
+    let mut cmd = hookpool(&dir.0);
+    cmd.arg("replay")
+        .arg(&letters)
+        .args(["--url", &elsewhere.url("/other")]);
+    let out = run(cmd, b"");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.n("remaining"), 0);
+    assert!(JsonlDeadLetters::read(&letters).unwrap().is_empty());
+    assert_eq!(
+        elsewhere.requests()[0].header(HEADER_WEBHOOK_ID),
+        Some(poison.id.as_str())
+    );
+}
+
+#[test]
+fn ctrl_c_stops_send_and_dead_letters_every_line_not_delivered() {
+    let dir = TempDir::new("interrupt");
+    let letters = dir.path("dead.jsonl");
+    let server = TestServer::start(|_: &Recorded| Reply::Hang);
+    let mut cmd = hookpool(&dir.0);
+    cmd.args([
+        "send",
+        "--url",
+        &server.url("/in"),
+        "--workers",
+        "2",
+        "--queue",
+        "3",
+    ])
+    .args(["--drain-timeout-ms", "200", "--dead-letters"])
+    .arg(&letters);
+    let mut child = Running::spawn(cmd);
+    // stdin stays open: the tool is still reading when it is interrupted.
+    child.write_stdin(lines(1..11).as_bytes());
+    assert!(server.wait_for_requests(2, Duration::from_secs(10)));
+    child.interrupt();
+    let (code, stdout, stderr) = child.finish(Duration::from_secs(10));
+
+    assert_eq!(code, 1, "{stderr}");
+    let summary: Value = serde_json::from_str(stdout.last().unwrap()).unwrap();
+    assert_eq!(summary["interrupted"], true);
+    assert_eq!(summary["lines"], 10, "{summary}");
+    assert_eq!(summary["delivered"], 0);
+    assert_eq!(summary["dead_lettered"], 10);
+    let stored = JsonlDeadLetters::read(&letters).unwrap();
+    assert!(
+        stored
+            .iter()
+            .all(|l| l.reason == DeadLetterReason::Shutdown)
+    );
+    let payloads: BTreeSet<String> = stored.iter().map(|l| l.payload.get().to_owned()).collect();
+    let expected: BTreeSet<String> = lines(1..11).lines().map(String::from).collect();
+    assert_eq!(payloads, expected);
+    assert_eq!(stored.len(), 10);
+}
+
+/// A signed request to `hookpool listen`: (status, Retry-After).
+fn post(agent: &ureq::Agent, url: &str, secret: Option<&str>, body: &str) -> (u16, Option<String>) {
+    let mut request = agent.post(url).header("Content-Type", "application/json");
+    if let Some(secret) = secret {
+        let id = new_message_id();
+        let ts = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let sig = signature_header(
+            &[SigningSecret::new(secret).unwrap()],
+            &id,
+            ts,
+            body.as_bytes(),
+        );
+        request = request
+            .header(HEADER_WEBHOOK_ID, &id)
+            .header(HEADER_WEBHOOK_TIMESTAMP, &ts.to_string())
+            .header(HEADER_WEBHOOK_SIGNATURE, &sig);
+    }
+    let response = request.send(body).expect("an answer from hookpool listen");
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    (response.status().as_u16(), retry_after)
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into()
+}
+
+/// Starts `hookpool listen` on a free port; returns it and its URL.
+fn listen(dir: &Path, args: &[&str]) -> (Running, String) {
+    let mut cmd = hookpool(dir);
+    cmd.args(["listen", "--addr", "127.0.0.1:0"]).args(args);
+    let child = Running::spawn(cmd);
+    let first = child.next_line(Duration::from_secs(10));
+    let addr = first
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("{first}"));
+    let url = format!("http://{addr}/webhook");
+    (child, url)
+}
+
+#[test]
+fn listen_answers_202_then_429_when_full_and_401_on_a_bad_signature() {
+    let dir = TempDir::new("listen");
+    let (child, url) = listen(
+        &dir.0,
+        &[
+            "--workers",
+            "1",
+            "--queue",
+            "1",
+            "--process-ms",
+            "2000",
+            "--secret",
+            SECRET,
+        ],
+    );
+    let agent = agent();
+
+    assert_eq!(post(&agent, &url, Some(SECRET), "{\"n\":1}"), (202, None));
+    // One webhook is processed, one waits; then the queue is full.
+    let mut statuses = Vec::new();
+    for n in 2..8 {
+        let (status, retry_after) = post(&agent, &url, Some(SECRET), &format!("{{\"n\":{n}}}"));
+        statuses.push(status);
+        if status == 429 {
+            assert_eq!(retry_after.as_deref(), Some("1"));
+            break;
+        }
+    }
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    assert_eq!(post(&agent, &url, Some(OTHER_SECRET), "{}").0, 401);
+    assert_eq!(post(&agent, &url, None, "{}").0, 401);
+
+    child.interrupt();
+    let (code, stdout, stderr) = child.finish(Duration::from_secs(10));
+    assert_eq!(code, 0, "{stderr}");
+    let counts: Value = serde_json::from_str(stdout.last().unwrap()).unwrap();
+    let accepted = statuses.iter().filter(|s| **s == 202).count() as u64 + 1;
+    assert_eq!(counts["accepted"], accepted, "{counts}");
+    assert_eq!(counts["rejected_full"], 1);
+    assert_eq!(counts["bad_signature"], 2);
+    assert_eq!(counts["received"], accepted + 3);
+    // One line per webhook, then the counts.
+    assert_eq!(stdout.len() as u64, accepted + 3 + 1, "{stdout:?}");
+    assert!(
+        stdout.iter().any(|l| l.starts_with("429 msg_")),
+        "{stdout:?}"
+    );
+    assert!(stdout.iter().any(|l| l.starts_with("401 ")), "{stdout:?}");
+}
+
+#[test]
+fn listen_injects_failures_and_without_secrets_accepts_unsigned_webhooks() {
+    let dir = TempDir::new("listen-fail");
+    let agent = agent();
+    let (failing, url) = listen(&dir.0, &["--fail-rate", "1.0"]);
+    assert_eq!(post(&agent, &url, None, "{}").0, 500);
+    failing.interrupt();
+    let (code, stdout, _) = failing.finish(Duration::from_secs(10));
+    assert_eq!(code, 0);
+    let counts: Value = serde_json::from_str(stdout.last().unwrap()).unwrap();
+    assert_eq!(counts["failed_injected"], 1);
+
+    let (open, url) = listen(&dir.0, &[]);
+    assert_eq!(post(&agent, &url, None, "{}").0, 202);
+    let status = agent.get(&url).call().unwrap().status().as_u16();
+    assert_eq!(status, 405);
+    drop(open);
+}
+
+#[test]
+fn send_and_listen_agree_on_signatures() {
+    let dir = TempDir::new("roundtrip");
+    let (receiver, url) = listen(&dir.0, &["--secret", SECRET, "--queue", "1000"]);
+    let mut cmd = hookpool(&dir.0);
+    cmd.args(["send", "--url", &url, "--secret", SECRET]);
+    let out = run(cmd, lines(0..50).as_bytes());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.n("delivered"), 50);
+    // Each webhook was counted before it was answered.
+    receiver.interrupt();
+    let (_, stdout, _) = receiver.finish(Duration::from_secs(10));
+    let counts: Value = serde_json::from_str(stdout.last().unwrap()).unwrap();
+    assert_eq!(
+        (
+            counts["accepted"].as_u64(),
+            counts["bad_signature"].as_u64()
+        ),
+        (Some(50), Some(0))
+    );
+}
