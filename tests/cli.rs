@@ -631,3 +631,61 @@ fn send_and_listen_agree_on_signatures() {
         (Some(50), Some(0))
     );
 }
+
+/// On a terminal, `send` shows a progress line with the rate, delivered,
+/// retrying and dead-lettered; without one (a pipe), it does not. `script`
+/// (util-linux) gives the child a real pseudo-terminal.
+#[test]
+fn send_shows_progress_only_on_a_terminal() {
+    if Command::new("script").arg("--version").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "script(1) is needed in CI"
+        );
+        eprintln!("skipped: script(1) is not installed");
+        return;
+    }
+    let dir = TempDir::new("progress");
+    let server = TestServer::start(|_: &Recorded| {
+        Reply::Delay(Duration::from_millis(40), Box::new(Reply::Status(204)))
+    });
+    let input = dir.path("in.jsonl");
+    std::fs::write(&input, lines(0..20)).unwrap();
+    let command = format!(
+        "{} send --url {} --workers 2 {}",
+        env!("CARGO_BIN_EXE_hookpool"),
+        server.url("/hooks"),
+        input.display()
+    );
+    let mut tty = Command::new("script");
+    tty.args(["-qec", &command, "/dev/null"])
+        .current_dir(&dir.0)
+        .env("RUST_LOG", "off");
+    // Under `script`, everything the child writes to the terminal arrives on
+    // script's stdout.
+    let (code, transcript, _) = Running::spawn(tty).finish(RUN);
+    let transcript = transcript.join("\n");
+    assert_eq!(code, 0, "{transcript}");
+    for part in ["/s, delivered ", "retrying ", "dead-lettered "] {
+        assert!(
+            transcript.contains(part),
+            "no {part:?} on the terminal:\n{transcript}"
+        );
+    }
+
+    let mut piped = hookpool(&dir.0);
+    piped.args([
+        "send",
+        "--url",
+        &server.url("/hooks"),
+        input.to_str().unwrap(),
+    ]);
+    let piped = run(piped, b"");
+    assert_eq!(piped.code, 0);
+    assert_eq!(piped.n("delivered"), 20);
+    assert!(
+        !piped.stderr.contains("retrying "),
+        "a progress line without a terminal:\n{}",
+        piped.stderr
+    );
+}
