@@ -37,7 +37,8 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Time jobs waited in the queue before a worker took them.
+    /// Time jobs waited in the queue before a worker took them, measured on
+    /// a sample: the first submission through each handle, then one in 16.
     pub queue_wait: Histogram,
     /// Time jobs spent in the handler.
     pub run_time: Histogram,
@@ -106,14 +107,71 @@ pub(crate) struct WorkerSlot {
     pub(crate) run_time: Recorder,
 }
 
-/// One submitter handle's counters and its in-flight marker (see `pool.rs`).
+/// One submitter handle's counters and its in-flight marker (see
+/// `pool/mod.rs`).
+///
+/// The in-flight count and the submitted count share one word, so a
+/// successful send costs two locked operations: `enter` (+1 in flight) and
+/// `leave_sent` (one add that moves 1 from in-flight to submitted).
 #[derive(Debug, Default)]
 pub(crate) struct GateSlot {
-    /// Non-zero while a send through this handle is between its "is the pool
-    /// open" check and the end of the send.
-    pub(crate) inflight: AtomicUsize,
-    pub(crate) submitted: AtomicU64,
+    /// Low `INFLIGHT_BITS`: sends between the "is the pool open" check and
+    /// the end of the send. High bits: accepted sends.
+    word: AtomicU64,
     pub(crate) rejected: AtomicU64,
+    /// Counts sends to pick the ones whose enqueue time is measured.
+    stamp_tick: AtomicU64,
+}
+
+const INFLIGHT_BITS: u32 = 20;
+const INFLIGHT_MASK: u64 = (1 << INFLIGHT_BITS) - 1;
+const ONE_SUBMITTED: u64 = 1 << INFLIGHT_BITS;
+
+/// One submission in this many has its queue wait measured (the first
+/// through each handle always does). A clock read costs several times a
+/// channel send, so stamping every job would dominate `try_submit`.
+pub(crate) const STAMP_EVERY: u64 = 16;
+
+impl GateSlot {
+    /// Marks a send in flight. `SeqCst`: see the shutdown argument.
+    #[inline]
+    pub(crate) fn enter(&self) {
+        self.word.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Ends an accepted send: in flight -1, submitted +1, in one add
+    /// (in flight is at least 1, so no borrow crosses into the high bits).
+    #[inline]
+    pub(crate) fn leave_sent(&self) {
+        self.word.fetch_add(ONE_SUBMITTED - 1, Ordering::Release);
+    }
+
+    /// Ends a refused send.
+    #[inline]
+    pub(crate) fn leave_refused(&self) {
+        self.word.fetch_sub(1, Ordering::Release);
+    }
+
+    /// Whether a send is between `enter` and `leave_*`.
+    pub(crate) fn busy(&self) -> bool {
+        self.word.load(Ordering::SeqCst) & INFLIGHT_MASK != 0
+    }
+
+    /// Sends accepted through this handle.
+    pub(crate) fn submitted(&self) -> u64 {
+        self.word.load(Ordering::Relaxed) >> INFLIGHT_BITS
+    }
+
+    /// Whether this send should be stamped. A plain load and store: when a
+    /// handle is shared between threads the sampling is approximate, which
+    /// is all it needs to be.
+    #[inline]
+    pub(crate) fn stamp_this_one(&self) -> bool {
+        let tick = self.stamp_tick.load(Ordering::Relaxed);
+        self.stamp_tick
+            .store(tick.wrapping_add(1), Ordering::Relaxed);
+        tick % STAMP_EVERY == 0
+    }
 }
 
 /// Adds one to a counter that may have several writers.
@@ -197,12 +255,13 @@ impl Histogram {
     /// assert_eq!(Histogram::bucket_of(Duration::from_secs(3600)), hookpool::FINITE_BUCKETS);
     /// ```
     pub fn bucket_of(d: Duration) -> usize {
-        let micros = d.as_nanos().div_ceil(1000);
+        // u64 nanoseconds cover 584 years; beyond that is the +Inf bucket anyway.
+        let micros = nanos(d).div_ceil(1000);
         if micros <= 1 {
             return 0;
         }
         // ceil(log2(micros)) for micros >= 2.
-        let index = (u128::BITS - (micros - 1).leading_zeros()) as usize;
+        let index = (u64::BITS - (micros - 1).leading_zeros()) as usize;
         index.min(FINITE_BUCKETS)
     }
 

@@ -65,7 +65,9 @@ pub const MAX_QUEUE_CAPACITY: usize = 1 << 24;
 /// The message that travels through the queue.
 struct Envelope<J> {
     job: J,
-    enqueued: Instant,
+    /// When it was submitted, for the queue-wait histogram; only a sample
+    /// of jobs carry it (see `stats::STAMP_EVERY`).
+    enqueued: Option<Instant>,
 }
 
 /// An uninhabited type: the stop channel never carries a value, it is only
@@ -125,7 +127,7 @@ impl Shared {
         s.submitted = gates.retired_submitted;
         s.rejected = gates.retired_rejected;
         for gate in &gates.live {
-            s.submitted += gate.submitted.load(Ordering::Relaxed);
+            s.submitted += gate.submitted();
             s.rejected += gate.rejected.load(Ordering::Relaxed);
         }
         s
@@ -157,7 +159,7 @@ impl Shared {
             let mut spins = 0u32;
             // Bounded by the other thread's progress: it is inside a
             // non-blocking `try_send`.
-            while gate.inflight.load(Ordering::SeqCst) != 0 {
+            while gate.busy() {
                 spins += 1;
                 if spins < 64 {
                     std::hint::spin_loop();

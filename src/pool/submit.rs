@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Select, Sender, TrySendError};
-use crossbeam_utils::CachePadded;
+use crossbeam_utils::{Backoff, CachePadded};
 
 use super::{Envelope, Never, Shared};
 use crate::error::SubmitError;
@@ -107,14 +107,12 @@ impl<J> Submitter<J> {
     /// ```
     #[inline]
     pub fn try_submit(&self, job: J) -> Result<(), SubmitError<J>> {
-        let now = Instant::now();
-        let env = Envelope { job, enqueued: now };
-        match self.send_once(env) {
+        let enqueued = self.gate.stamp_this_one().then(Instant::now);
+        match self.send_once(Envelope { job, enqueued }) {
             Ok(()) => {
-                let shared = &self.shared;
-                shared
-                    .monitor
-                    .tick(&shared.name, now, || shared.load(self.tx.len()));
+                if let Some(now) = enqueued {
+                    self.tick(now);
+                }
                 Ok(())
             }
             Err(e) => {
@@ -123,6 +121,14 @@ impl<J> Submitter<J> {
                 Err(e.map(|env| env.job))
             }
         }
+    }
+
+    /// A saturation check, at most every few milliseconds.
+    fn tick(&self, now: Instant) {
+        let shared = &self.shared;
+        shared
+            .monitor
+            .tick(&shared.name, now, || shared.load(self.tx.len()));
     }
 
     /// A refusal is a cold path: check saturation right away.
@@ -139,20 +145,24 @@ impl<J> Submitter<J> {
     /// One pass through the gate. Does not count rejections.
     #[inline]
     pub(super) fn send_once(&self, env: Envelope<J>) -> Result<(), SubmitError<Envelope<J>>> {
-        self.gate.inflight.fetch_add(1, Ordering::SeqCst);
+        self.gate.enter();
         if self.shared.closed.load(Ordering::SeqCst) && !self.internal {
-            self.gate.inflight.fetch_sub(1, Ordering::Release);
+            self.gate.leave_refused();
             return Err(SubmitError::Closed(env));
         }
-        let sent = self.tx.try_send(env);
-        self.gate.inflight.fetch_sub(1, Ordering::Release);
-        match sent {
+        match self.tx.try_send(env) {
             Ok(()) => {
-                bump(&self.gate.submitted);
+                self.gate.leave_sent();
                 Ok(())
             }
-            Err(TrySendError::Full(env)) => Err(SubmitError::Full(env)),
-            Err(TrySendError::Disconnected(env)) => Err(SubmitError::Closed(env)),
+            Err(TrySendError::Full(env)) => {
+                self.gate.leave_refused();
+                Err(SubmitError::Full(env))
+            }
+            Err(TrySendError::Disconnected(env)) => {
+                self.gate.leave_refused();
+                Err(SubmitError::Closed(env))
+            }
         }
     }
 
@@ -180,38 +190,50 @@ impl<J> Submitter<J> {
     /// # Ok::<(), hookpool::BuildError>(())
     /// ```
     pub fn submit_timeout(&self, job: J, timeout: Duration) -> Result<(), SubmitError<J>> {
-        let deadline = Instant::now().checked_add(timeout);
+        let stamped = self.gate.stamp_this_one();
         let mut env = Envelope {
             job,
-            enqueued: Instant::now(),
+            enqueued: stamped.then(Instant::now),
         };
+        // The clock is read for the deadline only once the queue is full.
+        let mut deadline = None;
+        let backoff = Backoff::new();
         loop {
+            let stamp = env.enqueued;
             match self.send_once(env) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    if let Some(now) = stamp {
+                        self.tick(now);
+                    }
+                    return Ok(());
+                }
                 Err(SubmitError::Full(back)) => env = back,
                 Err(closed) => {
                     bump(&self.gate.rejected);
                     return Err(closed.map(|env| env.job));
                 }
             }
-            // Wake when there may be room, or when shutdown disconnects `stop`.
+            // A slot usually frees within microseconds: spin before parking.
+            if !backoff.is_completed() {
+                backoff.snooze();
+                continue;
+            }
+            let deadline = *deadline
+                .get_or_insert_with(|| crate::clock::deadline_after(Instant::now(), timeout));
+            // Wake when there may be room, or when intake closes.
             let mut select = Select::new();
             select.send(&self.tx);
             select.recv(&self.closed);
-            let ready = match deadline {
-                Some(deadline) => select.ready_deadline(deadline).is_ok(),
-                None => {
-                    select.ready();
-                    true
-                }
-            };
-            if !ready {
+            if select.ready_deadline(deadline).is_err() {
                 bump(&self.gate.rejected);
                 let refused = SubmitError::Full(env);
                 self.refused(&refused);
                 return Err(refused.map(|env| env.job));
             }
-            env.enqueued = Instant::now();
+            // The wait for room is not queue time.
+            if stamped {
+                env.enqueued = Some(Instant::now());
+            }
         }
     }
 
@@ -260,7 +282,7 @@ impl<J> Clone for Submitter<J> {
 impl<J> Drop for Submitter<J> {
     fn drop(&mut self) {
         let mut gates = self.shared.gates.lock();
-        gates.retired_submitted += self.gate.submitted.load(Ordering::Relaxed);
+        gates.retired_submitted += self.gate.submitted();
         gates.retired_rejected += self.gate.rejected.load(Ordering::Relaxed);
         if let Some(i) = gates.live.iter().position(|g| Arc::ptr_eq(g, &self.gate)) {
             gates.live.swap_remove(i);

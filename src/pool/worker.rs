@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, TryRecvError};
+use crossbeam_utils::Backoff;
 use parking_lot::Mutex;
 
 use super::builder::PanicEvent;
@@ -32,22 +33,34 @@ where
     pub(super) fn run(self) {
         let slot = &self.shared.workers[self.index];
         let mut stopping = false;
+        // The end of the previous job, if the next one was taken without
+        // waiting: it doubles as that job's start, saving a clock read.
+        let mut last_end: Option<Instant> = None;
         loop {
-            let env = match self.rx.try_recv() {
-                Ok(env) => env,
-                Err(TryRecvError::Disconnected) => break,
-                // `stop` is only disconnected once intake is closed, so an
-                // empty queue now stays empty.
-                Err(TryRecvError::Empty) if stopping => break,
-                Err(TryRecvError::Empty) => {
-                    crossbeam_channel::select! {
-                        recv(self.rx) -> msg => match msg {
-                            Ok(env) => env,
-                            Err(_) => break,
-                        },
-                        recv(self.stop) -> _ => {
-                            stopping = true;
-                            continue;
+            let backoff = Backoff::new();
+            let env = loop {
+                match self.rx.try_recv() {
+                    Ok(env) => break env,
+                    Err(TryRecvError::Disconnected) => return self.exit(slot),
+                    // `stop` is only disconnected once intake is closed, so
+                    // an empty queue now stays empty.
+                    Err(TryRecvError::Empty) if stopping => return self.exit(slot),
+                    // Jobs often arrive within microseconds: spin and yield
+                    // a little before parking on the channel.
+                    Err(TryRecvError::Empty) if !backoff.is_completed() => {
+                        // Reuse the last end time only for a job that was
+                        // already waiting.
+                        last_end = None;
+                        backoff.snooze();
+                    }
+                    Err(TryRecvError::Empty) => {
+                        last_end = None;
+                        crossbeam_channel::select! {
+                            recv(self.rx) -> msg => match msg {
+                                Ok(env) => break env,
+                                Err(_) => return self.exit(slot),
+                            },
+                            recv(self.stop) -> _ => stopping = true,
                         }
                     }
                 }
@@ -63,14 +76,15 @@ where
                 .is_err()
             {
                 self.returned.lock().push(env.job);
-                break;
+                return self.exit(slot);
             }
             // The queue was at least this deep just before this job left it.
             let depth = self.rx.len() + 1;
             if depth > slot.high_water.load(Ordering::Relaxed) {
                 slot.high_water.store(depth, Ordering::Relaxed);
             }
-            self.run_job(slot, env, depth);
+            let started = last_end.take().unwrap_or_else(Instant::now);
+            last_end = Some(self.run_job(slot, env, depth, started));
             if slot
                 .state
                 .compare_exchange(
@@ -81,23 +95,36 @@ where
                 )
                 .is_err()
             {
-                break;
+                return self.exit(slot);
             }
         }
+    }
+
+    fn exit(&self, slot: &WorkerSlot) {
         slot.state.store(state::EXITED, Ordering::Release);
     }
 
+    /// Runs one job; returns when it ended.
     #[inline]
-    pub(super) fn run_job(&self, slot: &WorkerSlot, env: Envelope<J>, depth: usize) {
-        let started = Instant::now();
-        slot.queue_wait
-            .record_owned(started.saturating_duration_since(env.enqueued));
+    pub(super) fn run_job(
+        &self,
+        slot: &WorkerSlot,
+        env: Envelope<J>,
+        depth: usize,
+        started: Instant,
+    ) -> Instant {
+        if let Some(enqueued) = env.enqueued {
+            slot.queue_wait
+                .record_owned(started.saturating_duration_since(enqueued));
+        }
         let shared = &self.shared;
         shared
             .monitor
             .tick(&shared.name, started, || shared.load(depth - 1));
         let outcome = catch_unwind(AssertUnwindSafe(|| (self.handler)(env.job)));
-        slot.run_time.record_owned(started.elapsed());
+        let ended = Instant::now();
+        slot.run_time
+            .record_owned(ended.saturating_duration_since(started));
         match outcome {
             Ok(Ok(())) => bump_owned(&slot.succeeded, 1),
             Ok(Err(e)) => {
@@ -109,6 +136,7 @@ where
                 self.report_panic(payload);
             }
         }
+        ended
     }
 
     #[cold]
