@@ -16,8 +16,9 @@ use crate::error::{BuildError, SubmitError};
 use crate::pool::{PoolBuilder, Submitter};
 use crate::retry::RetryPolicy;
 use crate::schedule::DelayQueue;
-use crate::webhook::deliver::{Counters, Delivery, Engine, GuardedResolver};
+use crate::webhook::deliver::{Counters, Delivery, Engine};
 use crate::webhook::events::{BreakerChange, Delivered, Hooks};
+use crate::webhook::resolve::GuardedResolver;
 use crate::webhook::send::{HttpSender, SendConfig};
 use crate::webhook::sign::{SecretError, SigningSecret};
 

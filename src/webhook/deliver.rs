@@ -2,15 +2,12 @@
 //! classify, then deliver, retry later, defer, or dead-letter.
 
 use std::collections::HashSet;
-use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime};
 
 use parking_lot::Mutex;
-use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 
 use crate::breaker::{Admission, BreakerState, Breakers, Endpoint, Health, Transition};
 use crate::clock::Clock;
@@ -429,139 +426,6 @@ impl Drop for Admitted<'_> {
                 self.was_probe,
                 Instant::now(),
             );
-        }
-    }
-}
-
-/// Resolves like ureq's default resolver, then drops every address in a
-/// private, loopback, link-local, CGNAT, unique-local, multicast or
-/// unspecified range. ureq connects only to the addresses returned here, so
-/// the address checked is the address used: DNS rebinding has no window.
-#[derive(Debug, Default)]
-pub(crate) struct GuardedResolver {
-    inner: DefaultResolver,
-}
-
-impl Resolver for GuardedResolver {
-    fn resolve(
-        &self,
-        uri: &ureq::http::Uri,
-        config: &ureq::config::Config,
-        timeout: ureq::unversioned::transport::NextTimeout,
-    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
-        let resolved = self.inner.resolve(uri, config, timeout)?;
-        let mut allowed = self.empty();
-        let mut refused = None;
-        for addr in resolved.iter() {
-            if is_forbidden(addr.ip()) {
-                refused = Some(addr.ip());
-            } else {
-                allowed.push(*addr);
-            }
-        }
-        match refused {
-            Some(ip) if allowed.is_empty() => Err(ureq::Error::Other(Box::new(BlockedAddress(ip)))),
-            _ => Ok(allowed),
-        }
-    }
-}
-
-/// The error a [`GuardedResolver`] returns through ureq.
-#[derive(Debug)]
-pub(crate) struct BlockedAddress(IpAddr);
-
-impl fmt::Display for BlockedAddress {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} is in a private or reserved range", self.0)
-    }
-}
-
-impl std::error::Error for BlockedAddress {}
-
-/// Whether `ip` is an address a webhook must never reach when the
-/// private-network guard is on.
-pub(crate) fn is_forbidden(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => is_forbidden_v4(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_forbidden_v4(v4);
-            }
-            let seg = v6.segments();
-            // NAT64 (64:ff9b::/96) embeds an IPv4 address in the last 32 bits.
-            if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-                let [a, b] = seg[6].to_be_bytes();
-                let [c, d] = seg[7].to_be_bytes();
-                return is_forbidden_v4(Ipv4Addr::new(a, b, c, d));
-            }
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (seg[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
-                || (seg[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
-                || (seg[0] & 0xffc0) == 0xfec0 // deprecated site-local fec0::/10
-        }
-    }
-}
-
-fn is_forbidden_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
-    ip.is_loopback()
-        || ip.is_private()
-        || ip.is_link_local() // 169.254/16, cloud metadata included
-        || ip.is_multicast()
-        || ip.is_unspecified()
-        || ip.is_broadcast()
-        || a == 0 // "this network" 0/8
-        || (a == 100 && (64..128).contains(&b)) // CGNAT 100.64/10
-        || a >= 240 // reserved 240/4
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn forbidden_ranges() {
-        for ip in [
-            "127.0.0.1",
-            "127.8.9.10",
-            "10.0.0.1",
-            "10.255.255.255",
-            "172.16.0.1",
-            "172.31.255.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "100.127.255.255",
-            "224.0.0.1",
-            "239.1.1.1",
-            "0.0.0.0",
-            "0.1.2.3",
-            "255.255.255.255",
-            "240.0.0.1",
-            "::1",
-            "::",
-            "fc00::1",
-            "fd12:3456::1",
-            "fe80::1",
-            "ff02::1",
-            "::ffff:127.0.0.1",
-            "::ffff:10.1.2.3",
-            "64:ff9b::a9fe:a9fe",
-        ] {
-            assert!(is_forbidden(ip.parse().unwrap()), "{ip} allowed");
-        }
-        for ip in [
-            "93.184.216.34",
-            "8.8.8.8",
-            "172.32.0.1",
-            "100.128.0.1",
-            "192.169.0.1",
-            "2606:4700::1111",
-            "::ffff:8.8.8.8",
-        ] {
-            assert!(!is_forbidden(ip.parse().unwrap()), "{ip} refused");
         }
     }
 }

@@ -8,8 +8,10 @@ pub(crate) mod dispatcher;
 pub(crate) mod events;
 pub(crate) mod handle;
 pub(crate) mod report;
+pub(crate) mod resolve;
 pub(crate) mod send;
 pub(crate) mod sign;
+pub(crate) mod transport;
 
 use std::fmt;
 use std::sync::Arc;

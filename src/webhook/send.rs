@@ -5,11 +5,15 @@ use std::io::Read;
 use std::time::{Duration, SystemTime};
 
 use ureq::Agent;
+use ureq::unversioned::resolver::DefaultResolver;
+use ureq::unversioned::transport::{Connector, DefaultConnector};
 
 use crate::breaker::Health;
 use crate::retry::{Retryability, parse_retry_after};
 use crate::webhook::Webhook;
+use crate::webhook::resolve::{CachingResolver, DNS_CACHE_TTL, DnsCache, GuardedResolver};
 use crate::webhook::sign::{self, SigningSecret};
+use crate::webhook::transport::Coalesce;
 
 /// How much of a response body is kept in errors and dead letters.
 const EXCERPT_BYTES: usize = 256;
@@ -161,6 +165,7 @@ pub(crate) struct HttpSender {
     agent: Agent,
     secrets: Vec<SigningSecret>,
     max_body: u64,
+    dns: DnsCache,
 }
 
 /// Settings for [`HttpSender::new`].
@@ -169,7 +174,7 @@ pub(crate) struct SendConfig {
     pub(crate) timeout: Duration,
     pub(crate) max_response_body: u64,
     pub(crate) secrets: Vec<SigningSecret>,
-    pub(crate) resolver: Option<crate::webhook::deliver::GuardedResolver>,
+    pub(crate) resolver: Option<GuardedResolver>,
     /// Worker count: every worker may hold one idle keep-alive connection
     /// to the same host.
     pub(crate) workers: usize,
@@ -195,18 +200,28 @@ impl HttpSender {
             .max_idle_connections_per_host(config.workers.max(3))
             .max_idle_connections(config.workers.max(100))
             .build();
+        // ureq resolves on every request (on a new thread, with a timeout):
+        // the cache makes that once per host per TTL. `Coalesce` sends a
+        // request's head and body in one write.
+        let dns = DnsCache::new(DNS_CACHE_TTL);
+        let connector = DefaultConnector::new().chain(Coalesce);
         let agent = match config.resolver {
-            Some(resolver) => Agent::with_parts(
+            Some(guarded) => Agent::with_parts(
                 agent_config,
-                ureq::unversioned::transport::DefaultConnector::new(),
-                resolver,
+                connector,
+                CachingResolver::new(guarded, dns.clone()),
             ),
-            None => Agent::new_with_config(agent_config),
+            None => Agent::with_parts(
+                agent_config,
+                connector,
+                CachingResolver::new(DefaultResolver::default(), dns.clone()),
+            ),
         };
         HttpSender {
             agent,
             secrets: config.secrets,
             max_body: config.max_response_body,
+            dns,
         }
     }
 
@@ -229,7 +244,11 @@ impl HttpSender {
         }
         let response = match request.send(webhook.body()) {
             Ok(response) => response,
-            Err(e) => return Attempt::Failed(Failure::transport(transport_error(e))),
+            Err(e) => {
+                // The host may have moved: resolve it again next time.
+                self.dns.forget(webhook.uri());
+                return Attempt::Failed(Failure::transport(transport_error(e)));
+            }
         };
         let status = response.status().as_u16();
         let retry_after = response
@@ -259,7 +278,7 @@ fn transport_error(e: ureq::Error) -> DeliveryError {
         ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => DeliveryError::Timeout,
         ureq::Error::HostNotFound => DeliveryError::Transport("host not found".into()),
         ureq::Error::ConnectionFailed => DeliveryError::Transport("connection failed".into()),
-        ureq::Error::Other(inner) if inner.is::<crate::webhook::deliver::BlockedAddress>() => {
+        ureq::Error::Other(inner) if inner.is::<crate::webhook::resolve::BlockedAddress>() => {
             DeliveryError::Blocked(inner.to_string())
         }
         other => DeliveryError::Transport(other.to_string()),
