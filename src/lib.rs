@@ -49,6 +49,7 @@
 #![warn(rust_2018_idioms, unreachable_pub)]
 
 mod breaker;
+mod bulkhead;
 mod clock;
 mod dead_letter;
 mod error;

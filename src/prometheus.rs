@@ -230,6 +230,12 @@ impl Exposition {
             stats.waiting_retries as u64,
         );
         self.gauge(
+            "hookpool_webhooks_parked",
+            "Webhooks waiting for a free slot at their endpoint (max_in_flight_per_endpoint), holding no worker.",
+            &l,
+            stats.parked as u64,
+        );
+        self.gauge(
             "hookpool_webhooks_in_progress",
             "Webhooks accepted and not yet delivered or dead-lettered.",
             &l,

@@ -562,6 +562,11 @@ fn a_hanging_endpoint_does_not_starve_a_healthy_one() {
         hooks.try_send(hook(&fast, "/ok", n)).unwrap();
     }
     assert!(wait_until(BOUND, || hooks.stats().delivered == 20));
+    // The bulkhead leaves the hanging endpoint one of the two workers, so the
+    // healthy webhooks need not wait for its breaker; it opens later.
+    assert!(wait_until(BOUND, || {
+        hooks.stats().breaker(&endpoint(&slow)) == Some(BreakerState::Open)
+    }));
     // Once its breaker opened, the hanging endpoint got no more requests: at
     // most the threshold, plus what other workers had already started.
     assert!(
@@ -569,15 +574,127 @@ fn a_hanging_endpoint_does_not_starve_a_healthy_one() {
         "{} requests to a hanging endpoint",
         slow.request_count()
     );
-    assert_eq!(
-        hooks.stats().breaker(&endpoint(&slow)),
-        Some(BreakerState::Open)
-    );
     let mut report = hooks.shutdown_timeout(Duration::ZERO);
     // A request still hanging at the deadline ends within its timeout.
     assert_eq!(report.wait_running(BOUND), 0);
     assert_eq!(report.stats.dead_lettered, 20);
     assert_eq!(report.dead_letters.len(), 20);
+}
+
+#[test]
+fn a_hanging_endpoint_holds_at_most_half_the_workers() {
+    let slow = TestServer::start(|_| Reply::Hang);
+    let fast = TestServer::start(|_| Reply::Status(204));
+    // A timeout far past BOUND: the healthy webhooks cannot be waiting for it.
+    let hooks = builder("bulkhead")
+        .workers(4)
+        .timeout(Duration::from_secs(600))
+        .build()
+        .unwrap();
+    for n in 0..10 {
+        hooks.try_send(hook(&slow, "/hang", n)).unwrap();
+        hooks.try_send(hook(&fast, "/ok", n)).unwrap();
+    }
+    assert!(wait_until(BOUND, || hooks.stats().delivered == 10));
+    assert!(slow.wait_for_requests(2, BOUND));
+    assert_eq!(slow.request_count(), 2, "half of 4 workers, no more");
+    // The other 8 wait for a slot, holding no worker: they are counted, and
+    // the exposition shows them.
+    assert_eq!(hooks.stats().parked, 8);
+    assert!(
+        hooks
+            .render_prometheus()
+            .contains("hookpool_webhooks_parked{pool=\"bulkhead\"} 8")
+    );
+    let mut report = hooks.shutdown_timeout(Duration::ZERO);
+    // Parked and queued ones are dead-lettered at once; the two in flight
+    // end when the server goes away.
+    drop(slow);
+    assert_eq!(report.wait_running(BOUND), 0);
+    assert_eq!(report.stats.delivered, 10);
+    assert_eq!(report.stats.dead_lettered, 10);
+    assert_eq!(report.stats.parked, 0);
+    assert_eq!(report.dead_letters.len(), 10);
+    assert!(
+        report
+            .dead_letters
+            .iter()
+            .all(|l| l.reason == DeadLetterReason::Shutdown)
+    );
+}
+
+#[test]
+fn one_endpoint_alone_gets_every_worker() {
+    let server = TestServer::start(|_| Reply::Hang);
+    let hooks = builder("bulkhead-one")
+        .workers(3)
+        .timeout(Duration::from_secs(600))
+        .build()
+        .unwrap();
+    for n in 0..5 {
+        hooks.try_send(hook(&server, "/hang", n)).unwrap();
+    }
+    assert!(server.wait_for_requests(3, BOUND));
+    assert_eq!(hooks.stats().parked, 0);
+    let report = hooks.shutdown_timeout(Duration::ZERO);
+    assert_eq!(report.still_running, 3);
+    drop(server);
+    let mut report = report;
+    assert_eq!(report.wait_running(BOUND), 0);
+    assert_eq!(report.stats.dead_lettered, 5);
+}
+
+#[test]
+fn a_fixed_per_endpoint_limit_parks_the_rest_and_shutdown_delivers_them() {
+    let gate = common::Gate::default();
+    let held = gate.clone();
+    let server = TestServer::start(move |_| {
+        held.wait();
+        Reply::Status(204)
+    });
+    let hooks = builder("bulkhead-fixed")
+        .workers(4)
+        .max_in_flight_per_endpoint(1)
+        .build()
+        .unwrap();
+    for n in 0..6 {
+        hooks.try_send(hook(&server, "/in-order", n)).unwrap();
+    }
+    // One request at a time, from the start, with one endpoint only.
+    assert!(server.wait_for_requests(1, BOUND));
+    assert!(wait_until(BOUND, || hooks.stats().parked == 5));
+    assert_eq!(server.request_count(), 1);
+    gate.open();
+    // `shutdown` (no deadline) waits for the parked webhooks too.
+    let report = hooks.shutdown();
+    assert_eq!(report.stats.delivered, 6);
+    assert_eq!(report.stats.dead_lettered, 0);
+    // Each webhook once. (The order in which they park is the order in
+    // which workers reach the bulkhead: FIFO there, see src/bulkhead.rs.)
+    let mut seen: Vec<u64> = server
+        .requests()
+        .iter()
+        .map(|r| {
+            serde_json::from_str::<serde_json::Value>(&r.body_text()).unwrap()["n"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, vec![0, 1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn a_zero_per_endpoint_limit_is_refused() {
+    let err = Dispatcher::builder()
+        .max_in_flight_per_endpoint(0)
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, hookpool::BuildError::Invalid(_)));
+    assert_eq!(
+        err.to_string(),
+        "max_in_flight_per_endpoint must be at least 1"
+    );
 }
 
 // ---------------------------------------------------------------------------

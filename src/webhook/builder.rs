@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 use super::dispatcher::Dispatcher;
 use super::handle::DispatchHandle;
 use crate::breaker::{BreakerConfig, Breakers};
+use crate::bulkhead::Bulkheads;
 use crate::clock::{Clock, SystemClock};
 use crate::dead_letter::{DeadLetter, DeadLetterSink, MemoryDeadLetters};
 use crate::error::{BuildError, SubmitError};
@@ -52,6 +53,7 @@ pub struct DispatcherBuilder {
     pub(super) timeout: Duration,
     pub(super) max_response_body: u64,
     pub(super) deny_private_networks: bool,
+    pub(super) max_in_flight_per_endpoint: Option<usize>,
     pub(super) drop_timeout: Duration,
     pub(super) warn_interval: Duration,
     pub(super) clock: Arc<dyn Clock>,
@@ -74,6 +76,7 @@ impl Default for DispatcherBuilder {
             timeout: Duration::from_secs(15),
             max_response_body: 64 * 1024,
             deny_private_networks: false,
+            max_in_flight_per_endpoint: None,
             drop_timeout: Duration::from_secs(30),
             warn_interval: Duration::from_secs(30),
             clock: Arc::new(SystemClock),
@@ -94,6 +97,10 @@ impl fmt::Debug for DispatcherBuilder {
             .field("timeout", &self.timeout)
             .field("max_response_body", &self.max_response_body)
             .field("deny_private_networks", &self.deny_private_networks)
+            .field(
+                "max_in_flight_per_endpoint",
+                &self.max_in_flight_per_endpoint,
+            )
             .field("drop_timeout", &self.drop_timeout)
             .field("warn_interval", &self.warn_interval)
             .field("hooks", &self.hooks)
@@ -274,6 +281,27 @@ impl DispatcherBuilder {
         self
     }
 
+    /// At most this many requests to one endpoint (scheme, host, port) at a
+    /// time; its other webhooks wait, in order and holding no worker, until
+    /// one of them finishes (`stats().parked` counts them).
+    ///
+    /// By default an endpoint may use every worker while it is the only one
+    /// seen, and half the workers (at least one) once a second endpoint has
+    /// been seen: an endpoint that accepts connections and never answers can
+    /// then hold at most half the workers until its breaker opens, and the
+    /// others keep delivering. `0` is refused by [`build`](Self::build).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hooks = hookpool::Dispatcher::builder().workers(8).max_in_flight_per_endpoint(2).build()?;
+    /// # Ok::<(), hookpool::BuildError>(())
+    /// ```
+    pub fn max_in_flight_per_endpoint(mut self, n: usize) -> Self {
+        self.max_in_flight_per_endpoint = Some(n);
+        self
+    }
+
     /// How long dropping a [`Dispatcher`] without calling `shutdown` waits
     /// before dead-lettering what is left. Defaults to 30 s.
     ///
@@ -410,7 +438,13 @@ impl DispatcherBuilder {
                 "connect timeout must be greater than zero".into(),
             ));
         }
+        if self.max_in_flight_per_endpoint == Some(0) {
+            return Err(BuildError::Invalid(
+                "max_in_flight_per_endpoint must be at least 1".into(),
+            ));
+        }
         let name = self.pool.name_ref().to_owned();
+        let bulkheads = Bulkheads::new(self.pool.workers_ref(), self.max_in_flight_per_endpoint);
         let sender = HttpSender::new(SendConfig {
             connect_timeout: self.connect_timeout,
             timeout: self.timeout,
@@ -449,6 +483,7 @@ impl DispatcherBuilder {
             gone: Mutex::new(HashSet::new()),
             counters: Counters::default(),
             delay,
+            bulkheads,
         });
         let worker_engine = Arc::clone(&engine);
         let pool = self.pool.build(move |d: Delivery| {

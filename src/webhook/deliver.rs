@@ -10,6 +10,7 @@ use std::time::{Instant, SystemTime};
 use parking_lot::Mutex;
 
 use crate::breaker::{Admission, BreakerState, Breakers, Endpoint, Health, Transition};
+use crate::bulkhead::{self, Bulkheads};
 use crate::clock::Clock;
 use crate::dead_letter::{
     DeadLetter, DeadLetterReason, DeadLetterSink, MemoryDeadLetters, unix_ms,
@@ -32,6 +33,8 @@ pub(crate) struct Delivery {
     pub(crate) first_attempt_at: Option<SystemTime>,
     pub(crate) last_attempt_at: Option<SystemTime>,
     pub(crate) last_error: Option<DeliveryError>,
+    /// Released from its endpoint's bulkhead: it already holds a slot.
+    pub(crate) holds_slot: bool,
 }
 
 impl Delivery {
@@ -43,8 +46,17 @@ impl Delivery {
             first_attempt_at: None,
             last_attempt_at: None,
             last_error: None,
+            holds_slot: false,
         }
     }
+}
+
+/// The error to record for a delivery stopped by shutdown: its last error,
+/// if it had one.
+pub(crate) fn shutdown_error(d: &Delivery) -> DeliveryError {
+    d.last_error
+        .clone()
+        .unwrap_or_else(|| DeliveryError::Transport("not delivered before shutdown".into()))
 }
 
 /// Dispatcher-wide counters. `accepted - delivered - dead_lettered` is the
@@ -94,6 +106,8 @@ pub(crate) struct Engine {
     pub(crate) gone: Mutex<HashSet<Arc<str>>>,
     pub(crate) counters: Counters,
     pub(crate) delay: DelayQueue<Delivery>,
+    /// At most so many deliveries per endpoint hold a worker at once.
+    pub(crate) bulkheads: Bulkheads<Delivery>,
     pub(crate) hooks: Hooks,
     /// When each endpoint's "breaker opened" warning may be logged again.
     pub(crate) breaker_warnings: Mutex<std::collections::HashMap<Endpoint, Arc<RateLimit>>>,
@@ -118,6 +132,24 @@ impl Engine {
     }
 
     fn attempt(&self, mut d: Delivery) {
+        let endpoint = d.webhook.endpoint().clone();
+        if !d.holds_slot {
+            d = match self.bulkheads.enter(&endpoint, d) {
+                bulkhead::Entry::Go(d) => d,
+                // Sent on by `release_slot` when a delivery to it finishes.
+                bulkhead::Entry::Parked => return,
+                bulkhead::Entry::Closed(d) => {
+                    let error = shutdown_error(&d);
+                    return self.dead_letter(d, DeadLetterReason::Shutdown, &error);
+                }
+            };
+        }
+        d.holds_slot = false;
+        // Gives the slot back however this attempt ends, unwinding included.
+        let _slot = SlotGuard {
+            engine: self,
+            endpoint: &endpoint,
+        };
         if self.gone.lock().contains(d.webhook.url()) {
             let error = d.last_error.take().unwrap_or(DeliveryError::Status {
                 status: 410,
@@ -125,7 +157,6 @@ impl Engine {
             });
             return self.dead_letter(d, DeadLetterReason::EndpointGone, &error);
         }
-        let endpoint = d.webhook.endpoint().clone();
         let (admission, transition) = self.breakers.admit(&endpoint, self.clock.now());
         let admitted = match admission {
             Admission::Allowed => Admitted::new(&self.breakers, &endpoint, false),
@@ -254,11 +285,26 @@ impl Engine {
 
     fn reschedule(&self, d: Delivery, due: Instant) {
         if let Err(d) = self.delay.schedule(due, d) {
-            let error = d
-                .last_error
-                .clone()
-                .unwrap_or(DeliveryError::Transport("not attempted".into()));
+            let error = shutdown_error(&d);
             self.dead_letter(d, DeadLetterReason::Shutdown, &error);
+        }
+    }
+
+    /// Gives `endpoint`'s bulkhead slot back, and sends the next parked
+    /// delivery, which inherits the slot, towards a worker through the delay
+    /// queue (which keeps trying while the pool's queue is full).
+    fn release_slot(&self, endpoint: &Endpoint) {
+        while let Some(mut next) = self.bulkheads.leave(endpoint) {
+            next.holds_slot = true;
+            match self.delay.schedule(self.clock.now(), next) {
+                Ok(()) => return,
+                // Shutting down: give up on it, and so free its slot too.
+                Err(mut next) => {
+                    next.holds_slot = false;
+                    let error = shutdown_error(&next);
+                    self.dead_letter(next, DeadLetterReason::Shutdown, &error);
+                }
+            }
         }
     }
 
@@ -386,6 +432,18 @@ impl Engine {
                 || hook(&change),
             );
         }
+    }
+}
+
+/// A delivery's slot in its endpoint's bulkhead, given back on drop.
+struct SlotGuard<'a> {
+    engine: &'a Engine,
+    endpoint: &'a Endpoint,
+}
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        self.engine.release_slot(self.endpoint);
     }
 }
 

@@ -12,8 +12,7 @@ use crate::dead_letter::{DeadLetter, DeadLetterReason};
 use crate::error::SubmitError;
 use crate::pool::Pool;
 use crate::webhook::Webhook;
-use crate::webhook::deliver::{Counters, Delivery};
-use crate::webhook::send::DeliveryError;
+use crate::webhook::deliver::{Counters, Delivery, shutdown_error};
 
 /// Delivers webhooks in the background: signed POSTs with retries,
 /// per-endpoint circuit breakers and dead letters.
@@ -282,7 +281,8 @@ impl Dispatcher {
         // waiting deliveries are dead-lettered only after the workers stop:
         // writing letters takes time, and idle workers must not start new
         // requests after the deadline meanwhile.
-        let waiting = engine.delay.close();
+        let mut waiting = engine.delay.close();
+        waiting.extend(engine.bulkheads.close());
         let mut pool_report = match deadline {
             None => pool.shutdown(),
             Some(deadline) => {
@@ -316,14 +316,6 @@ impl Dispatcher {
         );
         report
     }
-}
-
-/// The error to record for a delivery stopped by shutdown: its last error,
-/// if it had one.
-pub(super) fn shutdown_error(d: &Delivery) -> DeliveryError {
-    d.last_error
-        .clone()
-        .unwrap_or_else(|| DeliveryError::Transport("not delivered before shutdown".into()))
 }
 
 /// Waits until every accepted webhook is final, or the deadline passes.

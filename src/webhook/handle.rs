@@ -143,6 +143,7 @@ pub(super) fn snapshot(engine: &Engine, pool: Stats) -> DispatchStats {
         retried: c.retried.load(Ordering::Relaxed),
         deferred_by_breaker: c.deferred_by_breaker.load(Ordering::Relaxed),
         waiting_retries: engine.delay.len(),
+        parked: engine.bulkheads.parked(),
         gone_endpoints: engine.gone.lock().len(),
         endpoints: engine
             .breakers

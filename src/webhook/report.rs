@@ -51,6 +51,10 @@ pub struct DispatchStats {
     pub deferred_by_breaker: u64,
     /// Webhooks waiting in the delay queue for a retry or a breaker.
     pub waiting_retries: usize,
+    /// Webhooks waiting for a free slot at their endpoint
+    /// ([`max_in_flight_per_endpoint`](crate::DispatcherBuilder::max_in_flight_per_endpoint)),
+    /// holding no worker.
+    pub parked: usize,
     /// URLs that answered 410 Gone; webhooks to them are dead-lettered.
     pub gone_endpoints: usize,
     /// Each endpoint seen so far and its breaker's state.
