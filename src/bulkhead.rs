@@ -1,6 +1,9 @@
 //! Per-endpoint bulkheads: at most `limit` deliveries to one endpoint hold a
 //! worker at a time. The rest are parked, in order, holding no worker, and
-//! handed back one by one as slots free.
+//! handed back one by one as slots free. Each endpoint parks at most
+//! `max_parked` (the queue's capacity): past that, new webhooks for it are
+//! refused at submission ([`Bulkheads::has_room`]), so a hanging endpoint
+//! cannot pile up webhooks in memory, and the others are not refused.
 //!
 //! Without it, an endpoint that accepts connections and never answers takes
 //! every worker until its requests time out and its breaker opens: the
@@ -42,6 +45,7 @@ struct State<T> {
 pub(crate) struct Bulkheads<T> {
     workers: usize,
     fixed: Option<usize>,
+    max_parked: usize,
     state: Mutex<State<T>>,
 }
 
@@ -49,10 +53,11 @@ impl<T> Bulkheads<T> {
     /// `fixed` is a limit set by the user; without one, an endpoint may use
     /// every worker until a second endpoint is seen, and half of them (at
     /// least one) from then on.
-    pub(crate) fn new(workers: usize, fixed: Option<usize>) -> Self {
+    pub(crate) fn new(workers: usize, fixed: Option<usize>, max_parked: usize) -> Self {
         Bulkheads {
             workers,
             fixed: fixed.map(|n| n.max(1)),
+            max_parked,
             state: Mutex::new(State {
                 endpoints: HashMap::new(),
                 first: None,
@@ -96,6 +101,17 @@ impl<T> Bulkheads<T> {
             slots.parked.push_back(item);
             Entry::Parked
         }
+    }
+
+    /// Whether a new webhook for `ep` may be accepted: fewer than
+    /// `max_parked` are parked for it. Checked before the send, so
+    /// concurrent senders can overshoot by their number, no more.
+    pub(crate) fn has_room(&self, ep: &Endpoint) -> bool {
+        let state = self.state.lock();
+        state
+            .endpoints
+            .get(ep)
+            .is_none_or(|s| s.parked.len() < self.max_parked)
     }
 
     /// Gives `ep`'s slot back. Returns the next parked item, which now holds
@@ -150,7 +166,7 @@ mod tests {
 
     #[test]
     fn one_endpoint_alone_may_use_every_worker() {
-        let b = Bulkheads::new(4, None);
+        let b = Bulkheads::new(4, None, 100);
         for i in 0..100 {
             go(b.enter(&ep("a"), i));
         }
@@ -159,7 +175,7 @@ mod tests {
 
     #[test]
     fn with_two_endpoints_each_gets_half_and_the_rest_wait_in_order() {
-        let b = Bulkheads::new(4, None);
+        let b = Bulkheads::new(4, None, 100);
         go(b.enter(&ep("a"), 0));
         go(b.enter(&ep("hang"), 1));
         go(b.enter(&ep("hang"), 2));
@@ -177,17 +193,30 @@ mod tests {
 
     #[test]
     fn a_fixed_limit_applies_from_the_start() {
-        let b = Bulkheads::new(8, Some(1));
+        let b = Bulkheads::new(8, Some(1), 100);
         go(b.enter(&ep("a"), 0));
         assert!(matches!(b.enter(&ep("a"), 1), Entry::Parked));
         assert_eq!(b.leave(&ep("a")), Some(1));
-        assert_eq!(Bulkheads::<u8>::new(8, Some(0)).limit(false), 1);
-        assert_eq!(Bulkheads::<u8>::new(1, None).limit(true), 1);
+        assert_eq!(Bulkheads::<u8>::new(8, Some(0), 100).limit(false), 1);
+        assert_eq!(Bulkheads::<u8>::new(1, None, 100).limit(true), 1);
+    }
+
+    #[test]
+    fn each_endpoint_parks_at_most_max_parked() {
+        let b = Bulkheads::new(2, Some(1), 2);
+        go(b.enter(&ep("hang"), 0));
+        assert!(b.has_room(&ep("hang")));
+        assert!(matches!(b.enter(&ep("hang"), 1), Entry::Parked));
+        assert!(matches!(b.enter(&ep("hang"), 2), Entry::Parked));
+        assert!(!b.has_room(&ep("hang")), "two parked: full");
+        assert!(b.has_room(&ep("ok")), "other endpoints are not refused");
+        assert_eq!(b.leave(&ep("hang")), Some(1));
+        assert!(b.has_room(&ep("hang")));
     }
 
     #[test]
     fn idle_endpoints_are_forgotten() {
-        let b = Bulkheads::new(4, None);
+        let b = Bulkheads::new(4, None, 100);
         go(b.enter(&ep("a"), 0));
         assert_eq!(b.leave(&ep("a")), None);
         assert!(b.state.lock().endpoints.is_empty());
@@ -195,7 +224,7 @@ mod tests {
 
     #[test]
     fn close_hands_back_the_parked_and_refuses_the_rest() {
-        let b = Bulkheads::new(2, Some(1));
+        let b = Bulkheads::new(2, Some(1), 100);
         go(b.enter(&ep("a"), 0));
         assert!(matches!(b.enter(&ep("a"), 1), Entry::Parked));
         assert!(matches!(b.enter(&ep("b"), 2), Entry::Go(2)));

@@ -218,6 +218,12 @@ impl Exposition {
             stats.deferred_by_breaker,
         );
         self.counter(
+            "hookpool_webhooks_rejected_endpoint_full_total",
+            "Webhooks refused because their endpoint already had a queue's capacity of webhooks waiting for a slot.",
+            &l,
+            stats.rejected_endpoint_full,
+        );
+        self.counter(
             "hookpool_event_hook_panics_total",
             "Panics caught in event hooks (on_delivered, on_dead_letter, on_breaker_change).",
             &l,

@@ -685,6 +685,52 @@ fn a_fixed_per_endpoint_limit_parks_the_rest_and_shutdown_delivers_them() {
 }
 
 #[test]
+fn a_stalled_endpoint_parks_at_most_the_queue_capacity_then_only_it_is_refused() {
+    let slow = TestServer::start(|_| Reply::Hang);
+    let fast = TestServer::start(|_| Reply::Status(204));
+    let hooks = builder("bulkhead-full")
+        .workers(2)
+        .queue_capacity(4)
+        .max_in_flight_per_endpoint(1)
+        .timeout(Duration::from_secs(600))
+        .build()
+        .unwrap();
+    hooks.try_send(hook(&slow, "/hang", 0)).unwrap();
+    assert!(slow.wait_for_requests(1, BOUND));
+    for n in 1..=4 {
+        hooks.try_send(hook(&slow, "/hang", n)).unwrap();
+        assert!(wait_until(BOUND, || hooks.stats().parked == n as usize));
+    }
+    // Parking full: the next one for that endpoint comes back...
+    let back = hooks.try_send(hook(&slow, "/hang", 5)).unwrap_err();
+    assert!(back.is_full());
+    assert_eq!(
+        back.into_inner().body(),
+        br#"{"event":"entry_created","n":5}"#
+    );
+    let back = hooks
+        .send_timeout(hook(&slow, "/hang", 6), Duration::from_millis(30))
+        .unwrap_err();
+    assert!(back.is_full());
+    // ...while another endpoint is still accepted and delivered.
+    hooks.try_send(hook(&fast, "/ok", 7)).unwrap();
+    assert!(wait_until(BOUND, || hooks.stats().delivered == 1));
+    let stats = hooks.stats();
+    assert_eq!(stats.rejected_endpoint_full, 2);
+    assert_eq!(stats.accepted, 6);
+    assert!(
+        hooks
+            .render_prometheus()
+            .contains("hookpool_webhooks_rejected_endpoint_full_total{pool=\"bulkhead-full\"} 2")
+    );
+    let mut report = hooks.shutdown_timeout(Duration::ZERO);
+    drop(slow);
+    assert_eq!(report.wait_running(BOUND), 0);
+    assert_eq!(report.stats.dead_lettered, 5);
+    assert_eq!(report.stats.delivered, 1);
+}
+
+#[test]
 fn a_zero_per_endpoint_limit_is_refused() {
     let err = Dispatcher::builder()
         .max_in_flight_per_endpoint(0)

@@ -226,6 +226,10 @@ impl PoolBuilder {
     }
 
     /// The worker count `build` will use.
+    pub(crate) fn queue_capacity_ref(&self) -> usize {
+        self.queue_capacity
+    }
+
     pub(crate) fn workers_ref(&self) -> usize {
         self.workers
             .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()))

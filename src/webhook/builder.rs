@@ -444,7 +444,11 @@ impl DispatcherBuilder {
             ));
         }
         let name = self.pool.name_ref().to_owned();
-        let bulkheads = Bulkheads::new(self.pool.workers_ref(), self.max_in_flight_per_endpoint);
+        let bulkheads = Bulkheads::new(
+            self.pool.workers_ref(),
+            self.max_in_flight_per_endpoint,
+            self.pool.queue_capacity_ref(),
+        );
         let sender = HttpSender::new(SendConfig {
             connect_timeout: self.connect_timeout,
             timeout: self.timeout,

@@ -72,6 +72,8 @@ pub(crate) struct Counters {
     pub(crate) dead_lettered: AtomicU64,
     pub(crate) retried: AtomicU64,
     pub(crate) deferred_by_breaker: AtomicU64,
+    /// Refused at submission: the endpoint's parking was full.
+    pub(crate) rejected_endpoint_full: AtomicU64,
     pub(crate) hook_panics: AtomicU64,
     pub(crate) by_reason: [AtomicU64; DeadLetterReason::ALL.len()],
     /// Acceptance to delivery.
@@ -123,7 +125,8 @@ impl Engine {
         let webhook = delivery.webhook.clone();
         let attempts = delivery.attempts;
         if let Err(payload) = catch_unwind(AssertUnwindSafe(|| self.attempt(delivery))) {
-            let mut d = Delivery::new(webhook, self.clock.now());
+            // The injected clock may be what panicked: use the real one.
+            let mut d = Delivery::new(webhook, Instant::now());
             d.attempts = attempts;
             let why = panic_message(&*payload).to_owned();
             self.dead_letter(d, DeadLetterReason::Panicked, &DeliveryError::Panicked(why));
@@ -293,10 +296,15 @@ impl Engine {
     /// Gives `endpoint`'s bulkhead slot back, and sends the next parked
     /// delivery, which inherits the slot, towards a worker through the delay
     /// queue (which keeps trying while the pool's queue is full).
+    ///
+    /// Runs from `SlotGuard::drop`, also while unwinding: it must not read
+    /// the injected clock, which may be what panicked (a second panic would
+    /// abort the process). `epoch` is never later than the clock's `now`, so
+    /// the delivery is due at once.
     fn release_slot(&self, endpoint: &Endpoint) {
         while let Some(mut next) = self.bulkheads.leave(endpoint) {
             next.holds_slot = true;
-            match self.delay.schedule(self.clock.now(), next) {
+            match self.delay.schedule(self.epoch, next) {
                 Ok(()) => return,
                 // Shutting down: give up on it, and so free its slot too.
                 Err(mut next) => {

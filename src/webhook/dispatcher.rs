@@ -239,8 +239,9 @@ impl Dispatcher {
     }
 
     /// Like [`shutdown`](Dispatcher::shutdown), but at the deadline every
-    /// webhook not yet delivered, whether queued or waiting for a retry, is
-    /// dead-lettered with reason `shutdown`. Requests in flight at the
+    /// webhook not yet delivered, whether queued, parked behind its
+    /// endpoint's limit or waiting for a retry, is dead-lettered with reason
+    /// `shutdown`. Requests in flight at the
     /// deadline are counted in [`DispatchReport::still_running`]; each ends
     /// within the request timeout, delivered or dead-lettered.
     ///

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::report::{DispatchStats, EndpointStats};
 use crate::error::SubmitError;
@@ -40,8 +40,11 @@ impl DispatchHandle {
     ///
     /// # Errors
     ///
-    /// [`SubmitError::Full`] with the webhook when the queue is full (answer
-    /// 429, or dead-letter it with reason `queue_full`);
+    /// [`SubmitError::Full`] with the webhook when the queue is full, or when
+    /// its endpoint already has a queue's capacity of webhooks parked
+    /// behind its in-flight limit (see
+    /// [`max_in_flight_per_endpoint`](crate::DispatcherBuilder::max_in_flight_per_endpoint)):
+    /// answer 429, or dead-letter it with reason `queue_full`.
     /// [`SubmitError::Closed`] with the webhook once shutdown has begun.
     ///
     /// # Examples
@@ -54,8 +57,24 @@ impl DispatchHandle {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_send(&self, webhook: Webhook) -> Result<(), SubmitError<Webhook>> {
+        if !self.engine.bulkheads.has_room(webhook.endpoint()) {
+            return Err(self.endpoint_full(webhook));
+        }
         let delivery = Delivery::new(webhook, self.engine.clock.now());
         self.counted(|| self.submitter.try_submit(delivery))
+    }
+
+    /// The refusal for a webhook whose endpoint has no parking room left.
+    #[cold]
+    fn endpoint_full(&self, webhook: Webhook) -> SubmitError<Webhook> {
+        if self.submitter.is_closed() {
+            return SubmitError::Closed(webhook);
+        }
+        self.engine
+            .counters
+            .rejected_endpoint_full
+            .fetch_add(1, Ordering::Relaxed);
+        SubmitError::Full(webhook)
     }
 
     /// Queues a webhook, waiting at most `timeout` for room.
@@ -78,8 +97,21 @@ impl DispatchHandle {
         webhook: Webhook,
         timeout: Duration,
     ) -> Result<(), SubmitError<Webhook>> {
+        let started = Instant::now();
+        // Wait for parking room at the endpoint first (rare: only while it
+        // is stalled), in bounded naps, then for room in the queue.
+        let mut nap = Duration::from_micros(100);
+        while !self.engine.bulkheads.has_room(webhook.endpoint()) {
+            let waited = started.elapsed();
+            if waited >= timeout || self.submitter.is_closed() {
+                return Err(self.endpoint_full(webhook));
+            }
+            std::thread::sleep(nap.min(timeout - waited));
+            nap = (nap * 2).min(Duration::from_millis(10));
+        }
+        let left = timeout.saturating_sub(started.elapsed());
         let delivery = Delivery::new(webhook, self.engine.clock.now());
-        self.counted(|| self.submitter.submit_timeout(delivery, timeout))
+        self.counted(|| self.submitter.submit_timeout(delivery, left))
     }
 
     /// Runs a send between the `submitting` and `accepted` counts (see
@@ -144,6 +176,7 @@ pub(super) fn snapshot(engine: &Engine, pool: Stats) -> DispatchStats {
         deferred_by_breaker: c.deferred_by_breaker.load(Ordering::Relaxed),
         waiting_retries: engine.delay.len(),
         parked: engine.bulkheads.parked(),
+        rejected_endpoint_full: c.rejected_endpoint_full.load(Ordering::Relaxed),
         gone_endpoints: engine.gone.lock().len(),
         endpoints: engine
             .breakers

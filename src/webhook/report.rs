@@ -55,6 +55,11 @@ pub struct DispatchStats {
     /// ([`max_in_flight_per_endpoint`](crate::DispatcherBuilder::max_in_flight_per_endpoint)),
     /// holding no worker.
     pub parked: usize,
+    /// Webhooks refused with [`SubmitError::Full`](crate::SubmitError::Full)
+    /// because their endpoint already had a queue's capacity of webhooks
+    /// parked. (Refusals because the queue itself was full are in
+    /// `pool.rejected`.)
+    pub rejected_endpoint_full: u64,
     /// URLs that answered 410 Gone; webhooks to them are dead-lettered.
     pub gone_endpoints: usize,
     /// Each endpoint seen so far and its breaker's state.
