@@ -1,0 +1,325 @@
+//! The tokio + reqwest variant of hookpool's delivery benchmark. Run by
+//! `benches/delivery.rs`, which passes the same flags as to its own children
+//! and reads the `RESULT {json}` line this prints.
+//!
+//! Two ways to bound concurrency at `W`, both idiomatic:
+//! - `tokio-mpsc`: a bounded `mpsc` channel of capacity `W` feeding `W`
+//!   worker tasks, the same shape as hookpool's dispatcher (W workers, a
+//!   queue of W).
+//! - `tokio-semaphore`: a `Semaphore` with `W` permits and a task spawned per
+//!   webhook.
+//!
+//! Both share one `reqwest::Client` keeping up to `W` idle keep-alive
+//! connections, like the dispatcher's ureq agent.
+
+use std::fs;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::json;
+use tokio::sync::{Mutex, Semaphore, mpsc};
+
+/// The same body as the other variants and wrk send.
+const BODY: &str = r#"{"type":"entry.created","timestamp":"2025-01-01T00:00:00Z","data":{"entry_id":42,"title":"hello"}}"#;
+
+struct Args {
+    variant: String,
+    url: String,
+    n: usize,
+    concurrency: usize,
+    warmup: usize,
+    paced: usize,
+    rate: f64,
+}
+
+impl Args {
+    fn parse() -> Args {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let mut a = Args {
+            variant: args.first().cloned().unwrap_or_default(),
+            url: String::new(),
+            n: 20_000,
+            concurrency: 16,
+            warmup: 500,
+            paced: 0,
+            rate: 4000.0,
+        };
+        let mut it = args.iter().skip(1);
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            match k.as_str() {
+                "--url" => a.url = v.clone(),
+                "--n" => a.n = v.parse().expect("--n"),
+                "--concurrency" => a.concurrency = v.parse().expect("--concurrency"),
+                "--warmup" => a.warmup = v.parse().expect("--warmup"),
+                "--paced" => a.paced = v.parse().expect("--paced"),
+                "--rate" => a.rate = v.parse().expect("--rate"),
+                other => panic!("unknown flag {other}"),
+            }
+        }
+        assert!(
+            a.rate.is_finite() && a.rate > 0.0,
+            "--rate must be above 0, not {}",
+            a.rate
+        );
+        a
+    }
+}
+
+/// Submission and completion times by webhook index, as in the orchestrator.
+struct Tracker {
+    epoch: Instant,
+    submitted: Vec<AtomicU64>,
+    done: Vec<AtomicU64>,
+    finished: AtomicUsize,
+    failed: AtomicUsize,
+}
+
+impl Tracker {
+    fn new(n: usize) -> Tracker {
+        Tracker {
+            epoch: Instant::now(),
+            submitted: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            done: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            finished: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    fn submitted(&self, i: usize) {
+        self.submitted[i].store(self.now_ns(), Ordering::Relaxed);
+    }
+
+    fn finished(&self, i: usize, ok: bool) {
+        self.done[i].store(self.now_ns(), Ordering::Relaxed);
+        if !ok {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        self.finished.fetch_add(1, Ordering::Release);
+    }
+
+    async fn wait_for(&self, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while self.finished.load(Ordering::Acquire) < count {
+            assert!(
+                Instant::now() < deadline,
+                "webhooks did not finish within 120 s"
+            );
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+    }
+
+    fn latencies_ms(&self, range: std::ops::Range<usize>) -> Vec<f64> {
+        let mut v: Vec<f64> = range
+            .map(|i| {
+                let s = self.submitted[i].load(Ordering::Relaxed);
+                let d = self.done[i].load(Ordering::Relaxed);
+                d.saturating_sub(s) as f64 / 1e6
+            })
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v
+    }
+}
+
+enum Intake {
+    Mpsc(mpsc::Sender<usize>),
+    Semaphore(Arc<Semaphore>),
+}
+
+struct Bench {
+    client: reqwest::Client,
+    url: Arc<str>,
+    tracker: Arc<Tracker>,
+    intake: Intake,
+}
+
+impl Bench {
+    async fn submit(&self, i: usize) {
+        self.tracker.submitted(i);
+        match &self.intake {
+            Intake::Mpsc(tx) => tx.send(i).await.expect("workers alive"),
+            Intake::Semaphore(sem) => {
+                let permit = Arc::clone(sem).acquire_owned().await.expect("open");
+                let (client, url, tracker) = (
+                    self.client.clone(),
+                    Arc::clone(&self.url),
+                    Arc::clone(&self.tracker),
+                );
+                tokio::spawn(async move {
+                    let ok = post(&client, &url, i).await;
+                    tracker.finished(i, ok);
+                    drop(permit);
+                });
+            }
+        }
+    }
+}
+
+/// One POST with the headers the dispatcher sends (unsigned); the body is
+/// read so the connection goes back to the pool.
+async fn post(client: &reqwest::Client, url: &str, i: usize) -> bool {
+    let timestamp = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let sent = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("webhook-id", format!("b{i}"))
+        .header("webhook-timestamp", timestamp.to_string())
+        .body(BODY)
+        .send()
+        .await;
+    match sent {
+        Ok(response) => {
+            let ok = response.status().is_success();
+            let _ = response.bytes().await;
+            ok
+        }
+        Err(_) => false,
+    }
+}
+
+fn cpu_time_ms() -> f64 {
+    let Ok(stat) = fs::read_to_string("/proc/self/stat") else {
+        return f64::NAN;
+    };
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return f64::NAN;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    (ticks(11) + ticks(12)) * 10.0
+}
+
+fn peak_rss_kib() -> u64 {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+#[tokio::main]
+async fn main() {
+    let a = Args::parse();
+    let total = a.warmup + a.n + a.paced;
+    let tracker = Arc::new(Tracker::new(total));
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(a.concurrency)
+        .timeout(Duration::from_secs(15))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .user_agent("tokio-reqwest")
+        .build()
+        .expect("client");
+    let url: Arc<str> = a.url.as_str().into();
+    let mut workers = Vec::new();
+    let intake = match a.variant.as_str() {
+        "tokio-mpsc" => {
+            let (tx, rx) = mpsc::channel::<usize>(a.concurrency);
+            let rx = Arc::new(Mutex::new(rx));
+            for _ in 0..a.concurrency {
+                let (rx, client, url, tracker) = (
+                    Arc::clone(&rx),
+                    client.clone(),
+                    Arc::clone(&url),
+                    Arc::clone(&tracker),
+                );
+                workers.push(tokio::spawn(async move {
+                    loop {
+                        let next = rx.lock().await.recv().await;
+                        let Some(i) = next else { break };
+                        let ok = post(&client, &url, i).await;
+                        tracker.finished(i, ok);
+                    }
+                }));
+            }
+            Intake::Mpsc(tx)
+        }
+        "tokio-semaphore" => Intake::Semaphore(Arc::new(Semaphore::new(a.concurrency))),
+        other => panic!("unknown variant {other}"),
+    };
+    let bench = Bench {
+        client,
+        url,
+        tracker: Arc::clone(&tracker),
+        intake,
+    };
+
+    for i in 0..a.warmup {
+        bench.submit(i).await;
+    }
+    tracker.wait_for(a.warmup).await;
+
+    let cpu0 = cpu_time_ms();
+    let t0 = Instant::now();
+    for i in a.warmup..a.warmup + a.n {
+        bench.submit(i).await;
+    }
+    tracker.wait_for(a.warmup + a.n).await;
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu_ms = cpu_time_ms() - cpu0;
+    let lat = tracker.latencies_ms(a.warmup..a.warmup + a.n);
+
+    // Paced phase: every millisecond, submit what is due by then.
+    let start = a.warmup + a.n;
+    let p0 = Instant::now();
+    let limit = Duration::from_secs_f64(a.paced as f64 / a.rate) + Duration::from_secs(120);
+    let mut next = 0;
+    while next < a.paced {
+        assert!(p0.elapsed() < limit, "the paced phase overran {limit:?}");
+        let due = (p0.elapsed().as_secs_f64() * a.rate) as usize + 1;
+        while next < a.paced.min(due) {
+            bench.submit(start + next).await;
+            next += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    tracker.wait_for(start + a.paced).await;
+    let paced = tracker.latencies_ms(start..start + a.paced);
+
+    drop(bench);
+    for w in workers {
+        let _ = w.await;
+    }
+    let result = json!({
+        "variant": a.variant,
+        "concurrency": a.concurrency,
+        "n": a.n,
+        "failed": tracker.failed.load(Ordering::Relaxed),
+        "secs": secs,
+        "per_sec": a.n as f64 / secs,
+        "p50_ms": quantile(&lat, 0.50),
+        "p99_ms": quantile(&lat, 0.99),
+        "cpu_ms": cpu_ms,
+        "cpu_us_per_webhook": cpu_ms * 1000.0 / a.n as f64,
+        "paced_rate": a.rate,
+        "paced_n": a.paced,
+        "paced_p50_ms": quantile(&paced, 0.50),
+        "paced_p99_ms": quantile(&paced, 0.99),
+        "peak_rss_kib": peak_rss_kib(),
+        "runtime_workers": tokio::runtime::Handle::current().metrics().num_workers(),
+    });
+    println!("RESULT {result}");
+}

@@ -1,0 +1,881 @@
+//! Delivery benchmark: N webhooks to a receiver on 127.0.0.1, by hookpool's
+//! `Dispatcher`, by tokio + reqwest at the same concurrency, and by a thread
+//! per webhook; the receiver's ceiling is measured with `wrk`.
+//!
+//! ```sh
+//! cargo bench --bench delivery
+//! ```
+//!
+//! The receiver is nginx (`return 204;`, one worker process) when `nginx` is
+//! on PATH, else an in-process std server. Each variant runs in its own
+//! process (this binary re-executed with `--child`, or the tokio crate in
+//! `benches/async-variant/`, built here with `cargo build --release`), which
+//! prints one `RESULT {json}` line: throughput, latency percentiles from raw
+//! samples, CPU time and peak RSS (`VmHWM`). Variants and `wrk` take turns for
+//! several rounds, so drift on the machine hits them alike; the medians and
+//! their ratios are printed and written to
+//! `target/bench-results/delivery.json` for `docs/plot_benchmarks.py`.
+//!
+//! Knobs (environment): `HOOKPOOL_BENCH_N` (20000), `HOOKPOOL_BENCH_CONCURRENCY`
+//! (`16,64`), `HOOKPOOL_BENCH_ROUNDS` (5), `HOOKPOOL_BENCH_RATE` (paced
+//! latency phase, webhooks/s, 4000), `HOOKPOOL_BENCH_PACED` (webhooks in that
+//! phase, 4000), `HOOKPOOL_BENCH_WRK_SECS` (3), `HOOKPOOL_BENCH_VARIANTS`
+//! (comma-separated subset), `HOOKPOOL_BENCH_RECEIVER=fallback`,
+//! `HOOKPOOL_BENCH_BASELINE` (see [`BASELINE`]).
+//!
+//! Under `cargo test --benches` (no `--bench` argument) it does nothing.
+
+mod loopback;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use hookpool::{BreakerConfig, Dispatcher, RetryPolicy, Webhook};
+use serde_json::{Value, json};
+
+use loopback::{BODY, RESULT_PREFIX, Receiver};
+
+const VARIANTS: [&str; 4] = [
+    "hookpool",
+    "tokio-mpsc",
+    "tokio-semaphore",
+    "thread-per-job",
+];
+
+/// Another build of this benchmark (`HOOKPOOL_BENCH_BASELINE=<its binary>`),
+/// run as one more variant: the library before a change, side by side.
+const BASELINE: &str = "hookpool-baseline";
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "--child") {
+        let child = ChildArgs::parse(&args[1..]);
+        let result = match child.variant.as_str() {
+            "hookpool" => run_hookpool(&child),
+            "thread-per-job" => run_thread_per_job(&child),
+            other => panic!("unknown variant {other}"),
+        };
+        println!("{RESULT_PREFIX}{result}");
+        return;
+    }
+    if !args.iter().any(|a| a == "--bench") {
+        // `cargo test --benches` / `--all-targets` runs bench targets without
+        // `--bench`: a multi-minute run in a debug build helps nobody there.
+        eprintln!("delivery: skipped; run it with `cargo bench --bench delivery`");
+        return;
+    }
+    if let Err(e) = orchestrate() {
+        eprintln!("delivery benchmark failed: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+// ---------------------------------------------------------------- children
+
+/// What a child is told. The async crate parses the same flags.
+struct ChildArgs {
+    variant: String,
+    url: String,
+    n: usize,
+    concurrency: usize,
+    warmup: usize,
+    paced: usize,
+    rate: f64,
+}
+
+impl ChildArgs {
+    fn parse(args: &[String]) -> ChildArgs {
+        let mut c = ChildArgs {
+            variant: args.first().cloned().unwrap_or_default(),
+            url: String::new(),
+            n: 20_000,
+            concurrency: 16,
+            warmup: 500,
+            paced: 0,
+            rate: 4000.0,
+        };
+        let mut it = args.iter().skip(1);
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            match k.as_str() {
+                "--url" => c.url = v.clone(),
+                "--n" => c.n = v.parse().expect("--n"),
+                "--concurrency" => c.concurrency = v.parse().expect("--concurrency"),
+                "--warmup" => c.warmup = v.parse().expect("--warmup"),
+                "--paced" => c.paced = v.parse().expect("--paced"),
+                "--rate" => c.rate = v.parse().expect("--rate"),
+                other => panic!("unknown flag {other}"),
+            }
+        }
+        assert!(
+            c.rate.is_finite() && c.rate > 0.0,
+            "--rate must be above 0, not {}",
+            c.rate
+        );
+        c
+    }
+
+    fn to_flags(&self) -> Vec<String> {
+        vec![
+            self.variant.clone(),
+            "--url".into(),
+            self.url.clone(),
+            "--n".into(),
+            self.n.to_string(),
+            "--concurrency".into(),
+            self.concurrency.to_string(),
+            "--warmup".into(),
+            self.warmup.to_string(),
+            "--paced".into(),
+            self.paced.to_string(),
+            "--rate".into(),
+            self.rate.to_string(),
+        ]
+    }
+}
+
+/// Submission and completion times of every webhook, by index, in
+/// nanoseconds since `epoch`.
+struct Tracker {
+    epoch: Instant,
+    submitted: Vec<AtomicU64>,
+    done: Vec<AtomicU64>,
+    finished: AtomicUsize,
+    failed: AtomicUsize,
+}
+
+impl Tracker {
+    fn new(n: usize) -> Tracker {
+        Tracker {
+            epoch: Instant::now(),
+            submitted: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            done: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            finished: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    fn submitted(&self, i: usize) {
+        self.submitted[i].store(self.now_ns(), Ordering::Relaxed);
+    }
+
+    fn finished(&self, i: usize, ok: bool) {
+        self.done[i].store(self.now_ns(), Ordering::Relaxed);
+        if !ok {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        self.finished.fetch_add(1, Ordering::Release);
+    }
+
+    /// Waits (bounded) until `count` webhooks have finished.
+    fn wait_for(&self, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while self.finished.load(Ordering::Acquire) < count {
+            assert!(
+                Instant::now() < deadline,
+                "webhooks did not finish within 120 s"
+            );
+            thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    /// Sorted latencies in milliseconds of the webhooks in `range`.
+    fn latencies_ms(&self, range: std::ops::Range<usize>) -> Vec<f64> {
+        let mut v: Vec<f64> = range
+            .map(|i| {
+                let s = self.submitted[i].load(Ordering::Relaxed);
+                let d = self.done[i].load(Ordering::Relaxed);
+                d.saturating_sub(s) as f64 / 1e6
+            })
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v
+    }
+}
+
+/// Warm-up, the throughput phase (as fast as the bounded intake allows), and
+/// the paced latency phase; `submit(i)` hands webhook `i` over and stamps
+/// its submission time right before the handover.
+fn run_phases(a: &ChildArgs, t: &Tracker, mut submit: impl FnMut(usize)) -> Value {
+    for i in 0..a.warmup {
+        submit(i);
+    }
+    t.wait_for(a.warmup);
+
+    let cpu0 = loopback::cpu_time_ms();
+    let t0 = Instant::now();
+    for i in a.warmup..a.warmup + a.n {
+        submit(i);
+    }
+    t.wait_for(a.warmup + a.n);
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu_ms = loopback::cpu_time_ms() - cpu0;
+    let lat = t.latencies_ms(a.warmup..a.warmup + a.n);
+
+    // Paced phase: every millisecond, submit what is due by then (the tokio
+    // variant does the same; its timer has millisecond resolution).
+    let start = a.warmup + a.n;
+    let p0 = Instant::now();
+    let limit = Duration::from_secs_f64(a.paced as f64 / a.rate) + Duration::from_secs(120);
+    let mut next = 0;
+    while next < a.paced {
+        assert!(p0.elapsed() < limit, "the paced phase overran {limit:?}");
+        let due = (p0.elapsed().as_secs_f64() * a.rate) as usize + 1;
+        while next < a.paced.min(due) {
+            submit(start + next);
+            next += 1;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    t.wait_for(start + a.paced);
+    let paced = t.latencies_ms(start..start + a.paced);
+
+    json!({
+        "variant": a.variant,
+        "concurrency": a.concurrency,
+        "n": a.n,
+        "failed": t.failed.load(Ordering::Relaxed),
+        "secs": secs,
+        "per_sec": a.n as f64 / secs,
+        "p50_ms": loopback::quantile(&lat, 0.50),
+        "p99_ms": loopback::quantile(&lat, 0.99),
+        "cpu_ms": cpu_ms,
+        "cpu_us_per_webhook": cpu_ms * 1000.0 / a.n as f64,
+        "paced_rate": a.rate,
+        "paced_n": a.paced,
+        "paced_p50_ms": loopback::quantile(&paced, 0.50),
+        "paced_p99_ms": loopback::quantile(&paced, 0.99),
+    })
+}
+
+fn finish(mut result: Value) -> Value {
+    result["peak_rss_kib"] = json!(loopback::peak_rss_kib());
+    result
+}
+
+fn run_hookpool(a: &ChildArgs) -> Value {
+    let total = a.warmup + a.n + a.paced;
+    let tracker = Arc::new(Tracker::new(total));
+    let delivered = Arc::clone(&tracker);
+    let dead = Arc::clone(&tracker);
+    let index = |id: &str| id.strip_prefix("b").and_then(|i| i.parse::<usize>().ok());
+    let hooks = Dispatcher::builder()
+        .workers(a.concurrency)
+        // As many waiting as working: the tokio mpsc variant gets the same bound.
+        .queue_capacity(a.concurrency)
+        .retry(RetryPolicy::none())
+        .breaker(BreakerConfig::default())
+        .timeout(Duration::from_secs(15))
+        .on_delivered(move |e| {
+            if let Some(i) = index(e.webhook.id()) {
+                delivered.finished(i, true);
+            }
+        })
+        .on_dead_letter(move |l| {
+            if let Some(i) = index(&l.id) {
+                dead.finished(i, false);
+            }
+        })
+        .build()
+        .expect("dispatcher");
+    let result = run_phases(a, &tracker, |i| {
+        let hook = Webhook::from_json(&a.url, BODY)
+            .and_then(|w| w.with_id(&format!("b{i}")))
+            .expect("webhook");
+        tracker.submitted(i);
+        if hooks.send_timeout(hook, Duration::from_secs(60)).is_err() {
+            tracker.finished(i, false);
+        }
+    });
+    let _ = hooks.shutdown();
+    finish(result)
+}
+
+/// A counting semaphore: at most `n` webhooks in flight.
+struct Permits {
+    free: Mutex<usize>,
+    cv: Condvar,
+}
+
+impl Permits {
+    /// Waits for a permit; every holder ends within the request timeout, so
+    /// 120 s without one is a bug.
+    fn acquire(&self) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut free = self.free.lock().unwrap();
+        while *free == 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "no permit came back within 120 s");
+            free = self.cv.wait_timeout(free, left).unwrap().0;
+        }
+        *free -= 1;
+    }
+
+    fn release(&self) {
+        *self.free.lock().unwrap() += 1;
+        self.cv.notify_one();
+    }
+}
+
+fn run_thread_per_job(a: &ChildArgs) -> Value {
+    let total = a.warmup + a.n + a.paced;
+    let tracker = Arc::new(Tracker::new(total));
+    // The same agent settings as the dispatcher's sender.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(15)))
+        .max_redirects(0)
+        .http_status_as_error(false)
+        .max_idle_connections_per_host(a.concurrency.max(3))
+        .max_idle_connections(a.concurrency.max(100))
+        .build()
+        .into();
+    let permits = Arc::new(Permits {
+        free: Mutex::new(a.concurrency),
+        cv: Condvar::new(),
+    });
+    let mut threads: Vec<thread::JoinHandle<()>> = Vec::with_capacity(2 * a.concurrency);
+    let result = run_phases(a, &tracker, |i| {
+        let (agent, permits, tracker, url) = (
+            agent.clone(),
+            Arc::clone(&permits),
+            Arc::clone(&tracker),
+            a.url.clone(),
+        );
+        tracker.submitted(i);
+        permits.acquire();
+        // Join the threads that have ended as we go: a finished thread that
+        // is not yet joined keeps its stack mapped, which would show up as
+        // resident memory. At most about `concurrency` handles are held.
+        let mut k = 0;
+        while k < threads.len() {
+            if threads[k].is_finished() {
+                let _ = threads.swap_remove(k).join();
+            } else {
+                k += 1;
+            }
+        }
+        let spawned = thread::Builder::new().spawn(move || {
+            let ok = post(&agent, &url, i);
+            tracker.finished(i, ok);
+            permits.release();
+        });
+        match spawned {
+            Ok(h) => threads.push(h),
+            Err(e) => panic!("cannot spawn: {e}"),
+        }
+    });
+    // Every thread has reported; each is at most a few instructions from
+    // its end.
+    for h in threads {
+        let _ = h.join();
+    }
+    finish(result)
+}
+
+/// One POST with the headers the dispatcher sends (unsigned), body read to
+/// the end so the connection goes back to the pool.
+fn post(agent: &ureq::Agent, url: &str, i: usize) -> bool {
+    let timestamp = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let sent = agent
+        .post(url)
+        .header("content-type", "application/json")
+        .header("user-agent", "thread-per-job")
+        .header("webhook-id", format!("b{i}"))
+        .header("webhook-timestamp", timestamp.to_string())
+        .send(BODY);
+    match sent {
+        Ok(mut response) => {
+            let _ = response.body_mut().read_to_vec();
+            response.status().is_success()
+        }
+        Err(_) => false,
+    }
+}
+
+// ------------------------------------------------------------ orchestrator
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+/// The longest the tokio crate's build may take (the first one downloads
+/// and compiles about 60 crates).
+const ASYNC_BUILD_LIMIT: Duration = Duration::from_secs(30 * 60);
+
+/// The longest one child (a variant's whole run) may take before it is
+/// killed: warm-up, N webhooks and the paced phase each wait at most 120 s.
+const CHILD_LIMIT: Duration = Duration::from_secs(600);
+
+/// Builds the tokio + reqwest variant; `None` (with a note) if it cannot be
+/// built, e.g. offline without its crates in the cache.
+fn build_async_variant() -> Option<PathBuf> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/async-variant/Cargo.toml");
+    let target = target_dir().join("bench-async");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!(
+        "building the tokio + reqwest variant ({})",
+        manifest.display()
+    );
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "build",
+        "--release",
+        "--locked",
+        "--quiet",
+        "--manifest-path",
+    ])
+    .arg(&manifest)
+    .arg("--target-dir")
+    .arg(&target);
+    match loopback::run_bounded(cmd, ASYNC_BUILD_LIMIT) {
+        Ok((s, _)) if s.success() => Some(target.join("release/hookpool-bench-async")),
+        Ok((s, _)) => {
+            eprintln!("the tokio variant did not build ({s}); it is reported as unavailable");
+            None
+        }
+        Err(e) => {
+            eprintln!("cannot build the tokio variant ({e}); it is reported as unavailable");
+            None
+        }
+    }
+}
+
+struct Wrk {
+    version: String,
+}
+
+impl Wrk {
+    fn find() -> Option<Wrk> {
+        let out = Command::new("wrk").arg("--version").output().ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let version = text
+            .lines()
+            .next()
+            .unwrap_or("wrk")
+            .split(" [")
+            .next()?
+            .to_owned();
+        Some(Wrk { version })
+    }
+
+    /// `wrk -t1 -c<concurrency>` POSTing [`BODY`] for `secs`: requests/s,
+    /// p50 and p99 in ms. One thread: nginx has one worker, so wrk and nginx
+    /// each get one of the two cores (two wrk threads measured lower).
+    fn run(&self, url: &str, concurrency: usize, secs: u64, dir: &Path) -> Option<Value> {
+        let script = dir.join("post.lua");
+        std::fs::write(
+            &script,
+            format!(
+                "wrk.method = \"POST\"\nwrk.body = '{BODY}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"
+            ),
+        )
+        .ok()?;
+        let mut cmd = Command::new("wrk");
+        cmd.args([
+            "-t1",
+            &format!("-c{concurrency}"),
+            &format!("-d{secs}s"),
+            "--latency",
+            "-s",
+        ])
+        .arg(&script)
+        .arg(url);
+        let (_, text) = match loopback::run_bounded(cmd, Duration::from_secs(secs + 30)) {
+            Ok(out) => out,
+            Err(e) => {
+                eprintln!("wrk: {e}");
+                return None;
+            }
+        };
+        let per_sec: f64 = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Requests/sec:"))?
+            .trim()
+            .parse()
+            .ok()?;
+        let pct = |p: &str| {
+            text.lines()
+                .find_map(|l| l.trim().strip_prefix(p))
+                .and_then(|v| parse_wrk_duration(v.trim()))
+        };
+        let errors = text
+            .lines()
+            .any(|l| l.contains("Non-2xx") || l.contains("Socket errors"));
+        Some(json!({
+            "variant": "wrk",
+            "concurrency": concurrency,
+            "per_sec": per_sec,
+            "p50_ms": pct("50%"),
+            "p99_ms": pct("99%"),
+            "errors": errors,
+        }))
+    }
+}
+
+/// wrk prints `123.45us`, `1.23ms` or `1.02s`.
+fn parse_wrk_duration(v: &str) -> Option<f64> {
+    let (num, scale) = if let Some(n) = v.strip_suffix("us") {
+        (n, 1e-3)
+    } else if let Some(n) = v.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1e3)
+    } else {
+        return None;
+    };
+    num.parse::<f64>().ok().map(|x| x * scale)
+}
+
+fn orchestrate() -> Result<(), String> {
+    let n: usize = env_or("HOOKPOOL_BENCH_N", 20_000);
+    let rounds: usize = env_or("HOOKPOOL_BENCH_ROUNDS", 5);
+    let rate: f64 = env_or("HOOKPOOL_BENCH_RATE", 4000.0);
+    let paced: usize = env_or("HOOKPOOL_BENCH_PACED", 4000);
+    let wrk_secs: u64 = env_or("HOOKPOOL_BENCH_WRK_SECS", 3);
+    if !(rate.is_finite() && rate > 0.0) {
+        return Err(format!("HOOKPOOL_BENCH_RATE must be above 0, not {rate}"));
+    }
+    let concurrencies: Vec<usize> = std::env::var("HOOKPOOL_BENCH_CONCURRENCY")
+        .unwrap_or_else(|_| "16,64".into())
+        .split(',')
+        .filter_map(|c| c.trim().parse().ok())
+        .collect();
+    let wanted: Vec<String> = std::env::var("HOOKPOOL_BENCH_VARIANTS")
+        .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect())
+        .unwrap_or_else(|_| VARIANTS.iter().map(|s| s.to_string()).collect());
+    let wants = |v: &str| wanted.iter().any(|w| w == v);
+
+    let async_bin = if wants("tokio-mpsc") || wants("tokio-semaphore") {
+        build_async_variant()
+    } else {
+        None
+    };
+    let receiver = Receiver::start().map_err(|e| format!("cannot start a receiver: {e}"))?;
+    let url = receiver.url();
+    let wrk = Wrk::find();
+    let scratch = std::env::temp_dir().join(format!("hookpool-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    let baseline = std::env::var_os("HOOKPOOL_BENCH_BASELINE").map(PathBuf::from);
+    eprintln!(
+        "receiver: {} ({}) at {url}; wrk: {}; N = {n}, concurrency {concurrencies:?}, {rounds} rounds",
+        receiver.kind,
+        receiver.version,
+        wrk.as_ref().map_or("not installed", |w| w.version.as_str())
+    );
+
+    // runs[concurrency][variant] = one result per round
+    let mut runs: BTreeMap<usize, BTreeMap<String, Vec<Value>>> = BTreeMap::new();
+    let mut unavailable: Vec<String> = Vec::new();
+    for &w in &concurrencies {
+        for round in 0..rounds {
+            // Rotate the order, so no variant always runs first or last.
+            let mut order: Vec<&str> = VARIANTS.to_vec();
+            if baseline.is_some() {
+                order.push(BASELINE);
+            }
+            order.push("wrk");
+            let turn = round % order.len();
+            order.rotate_left(turn);
+            for variant in order {
+                if variant != "wrk" && variant != BASELINE && !wants(variant) {
+                    continue;
+                }
+                let result = if variant == "wrk" {
+                    match &wrk {
+                        Some(wrk) => wrk.run(&url, w, wrk_secs, &scratch),
+                        None => None,
+                    }
+                } else {
+                    let args = ChildArgs {
+                        variant: variant.to_owned(),
+                        url: url.clone(),
+                        n,
+                        concurrency: w,
+                        warmup: 500,
+                        paced,
+                        rate,
+                    };
+                    let cmd = if variant.starts_with("tokio") {
+                        let Some(bin) = &async_bin else {
+                            if !unavailable.iter().any(|u| u == variant) {
+                                unavailable.push(variant.to_owned());
+                            }
+                            continue;
+                        };
+                        let mut cmd = Command::new(bin);
+                        cmd.args(args.to_flags());
+                        cmd
+                    } else if variant == BASELINE {
+                        let mut args = args;
+                        args.variant = "hookpool".into();
+                        let mut cmd = Command::new(baseline.as_ref().expect("set"));
+                        cmd.arg("--child").args(args.to_flags());
+                        cmd
+                    } else {
+                        let mut cmd = Command::new(&me);
+                        cmd.arg("--child").args(args.to_flags());
+                        cmd
+                    };
+                    match loopback::run_child(cmd, CHILD_LIMIT) {
+                        Ok(v) => Some(v),
+                        Err(e) => {
+                            eprintln!("{variant}: {e}");
+                            None
+                        }
+                    }
+                };
+                if let Some(mut r) = result {
+                    r["variant"] = json!(variant);
+                    eprintln!("  W={w} round {} {variant}: {}", round + 1, brief(&r));
+                    runs.entry(w)
+                        .or_default()
+                        .entry(variant.to_owned())
+                        .or_default()
+                        .push(r);
+                }
+            }
+        }
+    }
+    let receiver_info = json!({ "kind": receiver.kind, "version": receiver.version });
+    drop(receiver);
+    let _ = std::fs::remove_dir_all(&scratch);
+
+    let summary = summarize(&runs);
+    print_table(&summary, &unavailable);
+    let out = json!({
+        "benchmark": "delivery",
+        "machine": loopback::machine(),
+        "receiver": receiver_info,
+        "wrk": wrk.as_ref().map(|w| w.version.clone()),
+        "n": n,
+        "rounds": rounds,
+        "paced_rate": rate,
+        "paced_n": paced,
+        "unavailable": unavailable,
+        "summary": summary,
+        "runs": runs,
+    });
+    let dir = loopback::results_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let path = dir.join("delivery.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&out).unwrap())
+        .map_err(|e| e.to_string())?;
+    println!("\nwritten: {}", path.display());
+    Ok(())
+}
+
+fn brief(r: &Value) -> String {
+    let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+    if r["cpu_us_per_webhook"].is_null() {
+        return format!(
+            "{:.0}/s p50 {:.2} ms p99 {:.2} ms",
+            f("per_sec"),
+            f("p50_ms"),
+            f("p99_ms")
+        );
+    }
+    format!(
+        "{:.0}/s p50 {:.2} ms p99 {:.2} ms cpu {:.1} us/webhook rss {} KiB{}",
+        f("per_sec"),
+        f("p50_ms"),
+        f("p99_ms"),
+        f("cpu_us_per_webhook"),
+        r["peak_rss_kib"].as_u64().unwrap_or(0),
+        match r["failed"].as_u64() {
+            Some(n) if n > 0 => format!(" FAILED {n}"),
+            _ => String::new(),
+        }
+    )
+}
+
+/// Medians per concurrency and variant, with ratios to hookpool, to the best
+/// tokio variant and to wrk.
+fn summarize(runs: &BTreeMap<usize, BTreeMap<String, Vec<Value>>>) -> Value {
+    let keys = [
+        "per_sec",
+        "p50_ms",
+        "p99_ms",
+        "cpu_ms",
+        "cpu_us_per_webhook",
+        "peak_rss_kib",
+        "paced_p50_ms",
+        "paced_p99_ms",
+    ];
+    let mut out = serde_json::Map::new();
+    for (w, variants) in runs {
+        let mut rows = serde_json::Map::new();
+        for (variant, results) in variants {
+            let mut row = serde_json::Map::new();
+            for k in keys {
+                let vals: Vec<f64> = results.iter().filter_map(|r| r[k].as_f64()).collect();
+                if !vals.is_empty() {
+                    row.insert(k.into(), json!(loopback::median(&vals)));
+                }
+            }
+            let per_sec: Vec<f64> = results
+                .iter()
+                .filter_map(|r| r["per_sec"].as_f64())
+                .collect();
+            row.insert(
+                "per_sec_min".into(),
+                json!(per_sec.iter().copied().fold(f64::INFINITY, f64::min)),
+            );
+            row.insert(
+                "per_sec_max".into(),
+                json!(per_sec.iter().copied().fold(0.0, f64::max)),
+            );
+            row.insert("rounds".into(), json!(results.len()));
+            rows.insert(variant.clone(), Value::Object(row));
+        }
+        let rate = |v: &str| rows.get(v).and_then(|r| r["per_sec"].as_f64());
+        let hookpool = rate("hookpool");
+        let tokio_best = [rate("tokio-mpsc"), rate("tokio-semaphore")]
+            .into_iter()
+            .flatten()
+            .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+        let wrk = rate("wrk");
+        for row in rows.values_mut() {
+            let r = row["per_sec"].as_f64().unwrap_or(f64::NAN);
+            if let Some(h) = hookpool {
+                row["vs_hookpool"] = json!(r / h);
+            }
+            if let Some(c) = wrk {
+                row["vs_wrk"] = json!(r / c);
+            }
+        }
+        // Each round runs every variant once, back to back: the per-round
+        // ratio cancels most of the drift between rounds.
+        let round_rates = |v: &str| -> Vec<f64> {
+            variants
+                .get(v)
+                .map(|rs| rs.iter().filter_map(|r| r["per_sec"].as_f64()).collect())
+                .unwrap_or_default()
+        };
+        let (hp, tm, ts) = (
+            round_rates("hookpool"),
+            round_rates("tokio-mpsc"),
+            round_rates("tokio-semaphore"),
+        );
+        let per_round: Vec<f64> = (0..hp.len())
+            .filter_map(|i| {
+                let best = tm
+                    .get(i)
+                    .copied()
+                    .unwrap_or(0.0)
+                    .max(ts.get(i).copied().unwrap_or(0.0));
+                (best > 0.0).then(|| hp[i] / best)
+            })
+            .collect();
+        let targets = json!({
+            "hookpool_vs_best_tokio_per_round": per_round,
+            "hookpool_vs_best_tokio_median_of_rounds": loopback::median(&per_round),
+            "hookpool_vs_best_tokio": hookpool.zip(tokio_best).map(|(h, t)| h / t),
+            "hookpool_vs_best_tokio_target": 1.0,
+            "hookpool_vs_wrk": hookpool.zip(wrk).map(|(h, c)| h / c),
+            "hookpool_vs_wrk_target": 0.7,
+        });
+        out.insert(
+            w.to_string(),
+            json!({ "variants": Value::Object(rows), "targets": targets }),
+        );
+    }
+    Value::Object(out)
+}
+
+fn print_table(summary: &Value, unavailable: &[String]) {
+    let Some(levels) = summary.as_object() else {
+        return;
+    };
+    for (w, level) in levels {
+        println!("\nconcurrency {w} (medians of rounds)");
+        println!(
+            "{:<16} {:>9} {:>7} {:>7} {:>9} {:>9} {:>9} {:>8} {:>9} {:>9}",
+            "variant",
+            "webhooks/s",
+            "vs hp",
+            "vs wrk",
+            "p50 ms",
+            "p99 ms",
+            "CPU us/wh",
+            "RSS MiB",
+            "paced p50",
+            "paced p99"
+        );
+        let Some(rows) = level["variants"].as_object() else {
+            continue;
+        };
+        let mut names: Vec<&String> = rows.keys().collect();
+        names.sort_by_key(|n| {
+            let rank = VARIANTS.iter().position(|v| v == n);
+            (rank.unwrap_or(if *n == BASELINE { 1 } else { 9 }), *n)
+        });
+        for name in names {
+            let r = &rows[name];
+            let f = |k: &str| r[k].as_f64().map_or("-".to_owned(), |x| format!("{x:.2}"));
+            println!(
+                "{:<16} {:>10.0} {:>7} {:>7} {:>9} {:>9} {:>9} {:>8} {:>9} {:>9}",
+                name,
+                r["per_sec"].as_f64().unwrap_or(f64::NAN),
+                f("vs_hookpool"),
+                f("vs_wrk"),
+                f("p50_ms"),
+                f("p99_ms"),
+                f("cpu_us_per_webhook"),
+                r["peak_rss_kib"]
+                    .as_f64()
+                    .map_or("-".to_owned(), |k| format!("{:.1}", k / 1024.0)),
+                f("paced_p50_ms"),
+                f("paced_p99_ms"),
+            );
+        }
+        let t = &level["targets"];
+        let verdict = |k: &str, target: f64| match t[k].as_f64() {
+            Some(x) => format!(
+                "{x:.2} (target >= {target}: {})",
+                if x >= target { "met" } else { "MISSED" }
+            ),
+            None => "not measured".into(),
+        };
+        println!(
+            "hookpool / best tokio: {}",
+            verdict("hookpool_vs_best_tokio", 1.0)
+        );
+        let rounds: Vec<String> = t["hookpool_vs_best_tokio_per_round"]
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .filter_map(Value::as_f64)
+                    .map(|x| format!("{x:.2}"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        println!("  per round: {}", rounds.join(" "));
+        println!(
+            "hookpool / wrk ceiling: {}",
+            verdict("hookpool_vs_wrk", 0.7)
+        );
+    }
+    for u in unavailable {
+        println!("{u}: unavailable (its crate did not build)");
+    }
+}

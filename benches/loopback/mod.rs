@@ -1,0 +1,509 @@
+//! What the delivery and isolation benchmarks share: the receiver on
+//! 127.0.0.1 (nginx when installed, else a small std server), an endpoint that
+//! never answers, the child-process protocol, and readings from `/proc`.
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// The JSON body of every webhook, and of wrk's requests (about 100 bytes).
+pub const BODY: &str = r#"{"type":"entry.created","timestamp":"2025-01-01T00:00:00Z","data":{"entry_id":42,"title":"hello"}}"#;
+
+/// How a child process marks its result line on stdout.
+pub const RESULT_PREFIX: &str = "RESULT ";
+
+/// Where results go: `$CARGO_TARGET_DIR/bench-results`, else `target/bench-results`.
+pub fn results_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    target.join("bench-results")
+}
+
+/// An HTTP receiver answering `204 No Content` to everything.
+pub struct Receiver {
+    pub kind: &'static str,
+    pub version: String,
+    pub addr: SocketAddr,
+    inner: ReceiverInner,
+}
+
+enum ReceiverInner {
+    Nginx { child: Child, dir: PathBuf },
+    Fallback(FallbackServer),
+}
+
+impl Receiver {
+    /// nginx (`return 204;`, one worker process) if it is on PATH, unless
+    /// `HOOKPOOL_BENCH_RECEIVER=fallback`; else the in-process std server.
+    pub fn start() -> io::Result<Receiver> {
+        let want_fallback = std::env::var("HOOKPOOL_BENCH_RECEIVER").is_ok_and(|v| v == "fallback");
+        if !want_fallback {
+            match start_nginx() {
+                Ok(r) => return Ok(r),
+                Err(e) => eprintln!("nginx unavailable ({e}); using the in-process receiver"),
+            }
+        }
+        let server = FallbackServer::start()?;
+        Ok(Receiver {
+            kind: "fallback",
+            version: "std TcpListener, thread per connection".into(),
+            addr: server.addr,
+            inner: ReceiverInner::Fallback(server),
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        if let ReceiverInner::Nginx { child, dir } = &mut self.inner {
+            stop_group(child, Duration::from_secs(5));
+            let _ = fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Stops a child started as the leader of its own process group (nginx's
+/// master and the worker it forks): SIGTERM to the group, which makes the
+/// master stop its worker first, then SIGKILL to the group if it has not
+/// exited within `grace`. Always reaps the child. Does nothing to a child
+/// already reaped, whose id may since have been reused.
+fn stop_group(child: &mut Child, grace: Duration) {
+    if !matches!(child.try_wait(), Ok(None)) {
+        return;
+    }
+    let group = format!("-{}", child.id());
+    let signal = |sig: &str| {
+        let _ = Command::new("kill")
+            .args([sig, "--", &group])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    };
+    signal("-TERM");
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    signal("-KILL");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn free_port() -> io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn start_nginx() -> io::Result<Receiver> {
+    let version = Command::new("nginx").arg("-v").output()?;
+    let version = String::from_utf8_lossy(&version.stderr)
+        .trim()
+        .trim_start_matches("nginx version: ")
+        .to_owned();
+    let port = free_port()?;
+    let dir = std::env::temp_dir().join(format!("hookpool-bench-nginx-{}", std::process::id()));
+    fs::create_dir_all(&dir)?;
+    let conf = format!(
+        "daemon off;\n\
+         worker_processes 1;\n\
+         error_log stderr warn;\n\
+         pid {dir}/nginx.pid;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{\n\
+           access_log off;\n\
+           client_body_temp_path {dir}/body;\n\
+           keepalive_requests 1000000;\n\
+           keepalive_timeout 120s;\n\
+           server {{ listen 127.0.0.1:{port}; location / {{ return 204; }} }}\n\
+         }}\n",
+        dir = dir.display()
+    );
+    let conf_path = dir.join("nginx.conf");
+    fs::write(&conf_path, conf)?;
+    let child = Command::new("nginx")
+        .arg("-p")
+        .arg(&dir)
+        .arg("-c")
+        .arg(&conf_path)
+        .arg("-e")
+        .arg("stderr")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        // Its own process group, so that stopping it reaches its worker too.
+        .process_group(0)
+        .spawn()?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut receiver = Receiver {
+        kind: "nginx",
+        version,
+        addr,
+        inner: ReceiverInner::Nginx { child, dir },
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if TcpStream::connect(addr).is_ok() {
+            return Ok(receiver);
+        }
+        if let ReceiverInner::Nginx { child, .. } = &mut receiver.inner {
+            if let Some(status) = child.try_wait()? {
+                return Err(io::Error::other(format!("nginx exited: {status}")));
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(io::Error::other("nginx did not listen within 5 s"));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A minimal HTTP/1.1 keep-alive server: one thread per connection, reads a
+/// head and a `Content-Length` body, answers 204. Enough for the benchmark's
+/// clients, which all send `Content-Length` bodies.
+pub struct FallbackServer {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl FallbackServer {
+    pub fn start() -> io::Result<FallbackServer> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let accept = thread::Builder::new()
+            .name("recv-accept".into())
+            .spawn(move || {
+                let mut conns = Vec::new();
+                for stream in listener.incoming() {
+                    if flag.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(stream) = stream else { continue };
+                    let flag = Arc::clone(&flag);
+                    if let Ok(h) = thread::Builder::new()
+                        .name("recv-conn".into())
+                        .spawn(move || serve_204(stream, &flag))
+                    {
+                        conns.push(h);
+                    }
+                    // Join the connections that have ended as we go.
+                    let mut i = 0;
+                    while i < conns.len() {
+                        if conns[i].is_finished() {
+                            let _ = conns.swap_remove(i).join();
+                        } else {
+                            i += 1;
+                        }
+                    }
+                }
+                for h in conns {
+                    let _ = h.join();
+                }
+            })?;
+        Ok(FallbackServer {
+            addr,
+            stop,
+            accept: Some(accept),
+        })
+    }
+}
+
+impl Drop for FallbackServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+        if let Some(h) = self.accept.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn serve_204(stream: TcpStream, stop: &AtomicBool) {
+    let _ = stream.set_nodelay(true);
+    // Wake now and then to notice shutdown; never block on a client that
+    // stopped reading.
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+    let Ok(mut out) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::with_capacity(16 * 1024, stream);
+    let mut line = String::new();
+    'conn: loop {
+        let mut content_length = 0usize;
+        let mut close = false;
+        loop {
+            // A read that times out keeps what it read in `line`, so `line`
+            // is cleared only after a whole line is handled.
+            match reader.read_line(&mut line) {
+                Ok(0) => break 'conn,
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if stop.load(Ordering::SeqCst) {
+                        break 'conn;
+                    }
+                    continue;
+                }
+                Err(_) => break 'conn,
+            }
+            if line == "\r\n" || line == "\n" {
+                line.clear();
+                break;
+            }
+            let lower = line.to_ascii_lowercase();
+            if let Some(v) = lower.strip_prefix("content-length:") {
+                content_length = v.trim().parse().unwrap_or(0);
+            } else if lower.starts_with("connection:") && lower.contains("close") {
+                close = true;
+            }
+            line.clear();
+        }
+        let mut left = content_length;
+        let mut sink = [0u8; 4096];
+        while left > 0 {
+            let want = left.min(sink.len());
+            match reader.read(&mut sink[..want]) {
+                Ok(0) => break 'conn,
+                Ok(n) => left -= n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if stop.load(Ordering::SeqCst) {
+                        break 'conn;
+                    }
+                }
+                Err(_) => break 'conn,
+            }
+        }
+        let reply: &[u8] = if close {
+            b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"
+        } else {
+            b"HTTP/1.1 204 No Content\r\n\r\n"
+        };
+        if out.write_all(reply).is_err() || close {
+            break;
+        }
+    }
+    let _ = out.shutdown(Shutdown::Both);
+}
+
+/// An endpoint that accepts connections and never answers, like a receiver
+/// stuck in a deadlock. Holds every connection until dropped.
+pub struct Hanging {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl Hanging {
+    pub fn start() -> io::Result<Hanging> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let accept = thread::Builder::new()
+            .name("hang-accept".into())
+            .spawn(move || {
+                let mut held = Vec::new();
+                for stream in listener.incoming() {
+                    if flag.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    if let Ok(s) = stream {
+                        held.push(s);
+                    }
+                }
+                for s in held {
+                    let _ = s.shutdown(Shutdown::Both);
+                }
+            })?;
+        Ok(Hanging {
+            addr,
+            stop,
+            accept: Some(accept),
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+}
+
+impl Drop for Hanging {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+        if let Some(h) = self.accept.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// This process's CPU time (user + system, every thread) from
+/// `/proc/self/stat`, in milliseconds (10 ms resolution).
+pub fn cpu_time_ms() -> f64 {
+    let Ok(stat) = fs::read_to_string("/proc/self/stat") else {
+        return f64::NAN;
+    };
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields overall, so the 12th and 13th after it.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return f64::NAN;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    // USER_HZ is 100 on every Linux ABI Rust targets.
+    (ticks(11) + ticks(12)) * 10.0
+}
+
+/// This process's peak resident set (`VmHWM`), in KiB.
+pub fn peak_rss_kib() -> u64 {
+    let Ok(status) = fs::read_to_string("/proc/self/status") else {
+        return 0;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The `q` quantile (0..=1) of sorted samples, nearest rank.
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// The median of a few numbers (NaN ignored).
+pub fn median(values: &[f64]) -> f64 {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    }
+}
+
+/// Runs `cmd` with stdout piped and stderr inherited, for at most `limit`:
+/// past it the child is killed. Always waits for the child and joins the
+/// thread reading its output. Returns the exit status and stdout.
+pub fn run_bounded(mut cmd: Command, limit: Duration) -> Result<(ExitStatus, String), String> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let reader = thread::Builder::new()
+        .name("child-stdout".into())
+        .spawn(move || {
+            let mut out = Vec::new();
+            let _ = stdout.read_to_end(&mut out);
+            String::from_utf8_lossy(&out).into_owned()
+        })
+        .map_err(|e| e.to_string());
+    let deadline = Instant::now() + limit;
+    let mut timed_out = false;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Ok(status),
+            Ok(None) if Instant::now() >= deadline => {
+                timed_out = true;
+                let _ = child.kill();
+                break child.wait().map_err(|e| e.to_string());
+            }
+            Ok(None) => thread::sleep(Duration::from_millis(20)),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break Err(e.to_string());
+            }
+        }
+    };
+    // The pipe closes when the child has exited, so the reader ends.
+    let out = reader?.join().map_err(|_| "the stdout reader panicked")?;
+    let status = status?;
+    if timed_out {
+        return Err(format!("killed after {limit:?}: {cmd:?}"));
+    }
+    Ok((status, out))
+}
+
+/// Runs a child (for at most `limit`) and returns the JSON object it printed
+/// after [`RESULT_PREFIX`].
+pub fn run_child(cmd: Command, limit: Duration) -> Result<serde_json::Value, String> {
+    let shown = format!("{cmd:?}");
+    let (status, out) = run_bounded(cmd, limit)?;
+    let result = out
+        .lines()
+        .filter_map(|l| l.strip_prefix(RESULT_PREFIX))
+        .filter_map(|json| serde_json::from_str(json).ok())
+        .next_back();
+    match result {
+        Some(v) if status.success() => Ok(v),
+        _ => Err(format!("child failed ({status}): {shown}")),
+    }
+}
+
+/// One line of `uname`-like facts for the report.
+pub fn machine() -> serde_json::Value {
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
+        .unwrap_or_default();
+    let cores = thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let rustc = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    serde_json::json!({ "cpu": cpu, "cores": cores, "kernel": kernel, "rustc": rustc })
+}
