@@ -270,19 +270,30 @@ fn bench_thread_per_job(group: &mut BenchmarkGroup<'_, WallTime>, kind: &str, it
     group.bench_function(BenchmarkId::new("thread_per_job", kind), |b| {
         b.iter_custom(|n| {
             let started = Instant::now();
+            // Every thread is joined: finished ones as the loop goes (so no
+            // exited thread keeps its stack), the rest at the end.
+            let mut running = std::collections::VecDeque::new();
             for _ in 0..n {
                 for _ in 0..JOBS {
                     semaphore.acquire(THREAD_CAP);
                     let semaphore = Arc::clone(&semaphore);
-                    // Detached on purpose: the semaphore, not a join, says when it is done.
-                    thread::Builder::new()
+                    let handle = thread::Builder::new()
                         .spawn(move || {
                             run_job(iters);
                             semaphore.release();
                         })
                         .expect("thread spawns");
+                    running.push_back(handle);
+                    while running.front().is_some_and(thread::JoinHandle::is_finished) {
+                        if let Some(done) = running.pop_front() {
+                            done.join().expect("job thread");
+                        }
+                    }
                 }
                 semaphore.wait_zero();
+            }
+            for handle in running {
+                handle.join().expect("job thread");
             }
             started.elapsed()
         });
