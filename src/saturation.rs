@@ -2,6 +2,7 @@
 //! waiting. Checked at most every [`CHECK_EVERY`], using timestamps the hot
 //! paths already take, and logged at most once per `warn_interval` each.
 
+use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -73,11 +74,17 @@ impl Monitor {
         u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// Called on hot paths with a timestamp they already have: a load of a
-    /// read-mostly word, and a real check once per [`CHECK_EVERY`].
+    /// A timestamp for a queue-wait stamp: [`nanos`](Monitor::nanos), made
+    /// non-zero (the epoch itself reads as 1 ns after it).
+    pub(crate) fn stamp(&self, now: Instant) -> NonZeroU64 {
+        NonZeroU64::new(self.nanos(now)).unwrap_or(NonZeroU64::MIN)
+    }
+
+    /// Called on hot paths with a timestamp they already have, in
+    /// [`nanos`](Monitor::nanos): a load of a read-mostly word, and a real
+    /// check once per [`CHECK_EVERY`].
     #[inline]
-    pub(crate) fn tick(&self, name: &str, now: Instant, load: impl FnOnce() -> Load) {
-        let now_nanos = self.nanos(now);
+    pub(crate) fn tick_nanos(&self, name: &str, now_nanos: u64, load: impl FnOnce() -> Load) {
         let next = self.next_check.load(Ordering::Relaxed);
         if now_nanos < next {
             return;

@@ -24,6 +24,7 @@
 //! `ShutdownReport::unstarted`.
 
 use std::fmt;
+use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
@@ -65,9 +66,13 @@ pub const MAX_QUEUE_CAPACITY: usize = 1 << 24;
 /// The message that travels through the queue.
 struct Envelope<J> {
     job: J,
-    /// When it was submitted, for the queue-wait histogram; only a sample
-    /// of jobs carry it (see `stats::STAMP_EVERY`).
-    enqueued: Option<Instant>,
+    /// When it was submitted, in nanoseconds since the saturation
+    /// monitor's epoch (see `Monitor::stamp`), for the queue-wait
+    /// histogram; only a sample of jobs carry it (see
+    /// `stats::STAMP_EVERY`). Eight bytes rather than an
+    /// `Option<Instant>`'s sixteen: every queue slot carries this field,
+    /// and a smaller slot is fewer cache lines for each send to claim.
+    enqueued: Option<NonZeroU64>,
 }
 
 /// An uninhabited type: the stop channel never carries a value, it is only

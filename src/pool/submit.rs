@@ -1,6 +1,7 @@
 //! [`Submitter`]: sending through the gate.
 
 use std::fmt;
+use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -107,7 +108,10 @@ impl<J> Submitter<J> {
     /// ```
     #[inline]
     pub fn try_submit(&self, job: J) -> Result<(), SubmitError<J>> {
-        let enqueued = self.gate.stamp_this_one().then(Instant::now);
+        let enqueued = self
+            .gate
+            .stamp_this_one()
+            .then(|| self.shared.monitor.stamp(Instant::now()));
         match self.send_once(Envelope { job, enqueued }) {
             Ok(()) => {
                 if let Some(now) = enqueued {
@@ -123,12 +127,13 @@ impl<J> Submitter<J> {
         }
     }
 
-    /// A saturation check, at most every few milliseconds.
-    fn tick(&self, now: Instant) {
+    /// A saturation check, at most every few milliseconds, at the time of
+    /// the stamp just sent.
+    fn tick(&self, now: NonZeroU64) {
         let shared = &self.shared;
         shared
             .monitor
-            .tick(&shared.name, now, || shared.load(self.tx.len()));
+            .tick_nanos(&shared.name, now.get(), || shared.load(self.tx.len()));
     }
 
     /// A refusal is a cold path: check saturation right away.
@@ -193,7 +198,7 @@ impl<J> Submitter<J> {
         let stamped = self.gate.stamp_this_one();
         let mut env = Envelope {
             job,
-            enqueued: stamped.then(Instant::now),
+            enqueued: stamped.then(|| self.shared.monitor.stamp(Instant::now())),
         };
         // The clock is read for the deadline only once the queue is full.
         let mut deadline = None;
@@ -232,7 +237,7 @@ impl<J> Submitter<J> {
             }
             // The wait for room is not queue time.
             if stamped {
-                env.enqueued = Some(Instant::now());
+                env.enqueued = Some(self.shared.monitor.stamp(Instant::now()));
             }
         }
     }

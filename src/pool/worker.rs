@@ -5,7 +5,7 @@ use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TryRecvError};
 use crossbeam_utils::Backoff;
@@ -113,14 +113,15 @@ where
         depth: usize,
         started: Instant,
     ) -> Instant {
-        if let Some(enqueued) = env.enqueued {
-            slot.queue_wait
-                .record_owned(started.saturating_duration_since(enqueued));
-        }
         let shared = &self.shared;
+        let started_nanos = shared.monitor.nanos(started);
+        if let Some(enqueued) = env.enqueued {
+            let waited = started_nanos.saturating_sub(enqueued.get());
+            slot.queue_wait.record_owned(Duration::from_nanos(waited));
+        }
         shared
             .monitor
-            .tick(&shared.name, started, || shared.load(depth - 1));
+            .tick_nanos(&shared.name, started_nanos, || shared.load(depth - 1));
         let outcome = catch_unwind(AssertUnwindSafe(|| (self.handler)(env.job)));
         let ended = Instant::now();
         slot.run_time
