@@ -17,8 +17,10 @@ const BOUND: Duration = Duration::from_secs(20);
 // ---------------------------------------------------------------------------
 
 /// One stress round: `producers` threads submit ids through their own
-/// `Submitter` clones while the main thread shuts down at a random point.
-fn conservation_round(seed: u64, with_deadline: bool) -> bool {
+/// `Submitter` clones (or, with `one_handle`, all through one shared
+/// handle, so that most of them go through its shared gate word) while the
+/// main thread shuts down at a random point.
+fn conservation_round(seed: u64, with_deadline: bool, one_handle: bool) -> bool {
     const PER_PRODUCER: usize = 2_000;
     const PRODUCERS: usize = 4;
     let mut rng = fastrand::Rng::with_seed(seed);
@@ -49,9 +51,14 @@ fn conservation_round(seed: u64, with_deadline: bool) -> bool {
     let accepted: Arc<Vec<AtomicBool>> =
         Arc::new((0..total).map(|_| AtomicBool::new(false)).collect());
     let start = Arc::new(Barrier::new(PRODUCERS + 1));
+    let shared_handle = Arc::new(pool.submitter());
     let producers: Vec<_> = (0..PRODUCERS)
         .map(|p| {
-            let submitter = pool.submitter();
+            let submitter = if one_handle {
+                Arc::clone(&shared_handle)
+            } else {
+                Arc::new(pool.submitter())
+            };
             let accepted = Arc::clone(&accepted);
             let start = Arc::clone(&start);
             thread::spawn(move || {
@@ -143,7 +150,7 @@ fn conservation_under_concurrent_shutdown() {
     let mut raced = 0;
     for round in 0..12 {
         let seed = base.wrapping_add(round);
-        raced += usize::from(conservation_round(seed, round % 2 == 1));
+        raced += usize::from(conservation_round(seed, round % 2 == 1, round % 4 >= 2));
     }
     // Shutdown must actually have met live producers for this to prove anything.
     assert!(
