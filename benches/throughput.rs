@@ -130,10 +130,16 @@ fn run_job(iters: u64) {
     spin(iters);
 }
 
-fn bench_hookpool(group: &mut BenchmarkGroup<'_, WallTime>, kind: &str, iters: u64) {
+fn bench_hookpool(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    kind: &str,
+    iters: u64,
+    id: &str,
+    capacity: usize,
+) {
     let pool = Pool::builder()
         .workers(WORKERS)
-        .queue_capacity(QUEUE)
+        .queue_capacity(capacity)
         .name("bench")
         .build(move |job: u64| {
             run_job(job);
@@ -141,7 +147,7 @@ fn bench_hookpool(group: &mut BenchmarkGroup<'_, WallTime>, kind: &str, iters: u
             Ok::<(), Infallible>(())
         })
         .expect("pool builds");
-    group.bench_function(BenchmarkId::new("hookpool", kind), |b| {
+    group.bench_function(BenchmarkId::new(id, kind), |b| {
         b.iter_custom(|n| {
             let started = Instant::now();
             for _ in 0..n {
@@ -309,7 +315,10 @@ fn throughput(c: &mut Criterion) {
             .sample_size(10)
             .warm_up_time(Duration::from_secs(1))
             .measurement_time(Duration::from_secs(3));
-        bench_hookpool(&mut group, kind, iters);
+        bench_hookpool(&mut group, kind, iters, "hookpool", QUEUE);
+        // A queue that holds every job, as threadpool's and rayon's
+        // unbounded ones do: the producer never waits for the workers.
+        bench_hookpool(&mut group, kind, iters, "hookpool_queue_131072", 1 << 17);
         bench_threadpool(&mut group, kind, iters);
         bench_crossbeam_workers(&mut group, kind, iters);
         bench_rayon(&mut group, kind, iters);
