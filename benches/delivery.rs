@@ -30,7 +30,6 @@ mod loopback;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
@@ -38,6 +37,7 @@ use std::time::{Duration, Instant, SystemTime};
 use hookpool::{BreakerConfig, Dispatcher, RetryPolicy, Webhook};
 use serde_json::{Value, json};
 
+use loopback::measure::{self, Tracker};
 use loopback::{BODY, RESULT_PREFIX, Receiver};
 
 const VARIANTS: [&str; 4] = [
@@ -145,66 +145,15 @@ impl ChildArgs {
     }
 }
 
-/// Submission and completion times of every webhook, by index, in
-/// nanoseconds since `epoch`.
-struct Tracker {
-    epoch: Instant,
-    submitted: Vec<AtomicU64>,
-    done: Vec<AtomicU64>,
-    finished: AtomicUsize,
-    failed: AtomicUsize,
-}
-
-impl Tracker {
-    fn new(n: usize) -> Tracker {
-        Tracker {
-            epoch: Instant::now(),
-            submitted: (0..n).map(|_| AtomicU64::new(0)).collect(),
-            done: (0..n).map(|_| AtomicU64::new(0)).collect(),
-            finished: AtomicUsize::new(0),
-            failed: AtomicUsize::new(0),
-        }
-    }
-
-    fn now_ns(&self) -> u64 {
-        self.epoch.elapsed().as_nanos() as u64
-    }
-
-    fn submitted(&self, i: usize) {
-        self.submitted[i].store(self.now_ns(), Ordering::Relaxed);
-    }
-
-    fn finished(&self, i: usize, ok: bool) {
-        self.done[i].store(self.now_ns(), Ordering::Relaxed);
-        if !ok {
-            self.failed.fetch_add(1, Ordering::Relaxed);
-        }
-        self.finished.fetch_add(1, Ordering::Release);
-    }
-
-    /// Waits (bounded) until `count` webhooks have finished.
-    fn wait_for(&self, count: usize) {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while self.finished.load(Ordering::Acquire) < count {
-            assert!(
-                Instant::now() < deadline,
-                "webhooks did not finish within 120 s"
-            );
-            thread::sleep(Duration::from_micros(200));
-        }
-    }
-
-    /// Sorted latencies in milliseconds of the webhooks in `range`.
-    fn latencies_ms(&self, range: std::ops::Range<usize>) -> Vec<f64> {
-        let mut v: Vec<f64> = range
-            .map(|i| {
-                let s = self.submitted[i].load(Ordering::Relaxed);
-                let d = self.done[i].load(Ordering::Relaxed);
-                d.saturating_sub(s) as f64 / 1e6
-            })
-            .collect();
-        v.sort_by(f64::total_cmp);
-        v
+/// Waits (bounded) until `count` webhooks have finished.
+fn wait_for(t: &Tracker, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while t.finished_count() < count {
+        assert!(
+            Instant::now() < deadline,
+            "webhooks did not finish within 120 s"
+        );
+        thread::sleep(Duration::from_micros(200));
     }
 }
 
@@ -215,16 +164,16 @@ fn run_phases(a: &ChildArgs, t: &Tracker, mut submit: impl FnMut(usize)) -> Valu
     for i in 0..a.warmup {
         submit(i);
     }
-    t.wait_for(a.warmup);
+    wait_for(t, a.warmup);
 
-    let cpu0 = loopback::cpu_time_ms();
+    let cpu0 = measure::cpu_time_ms();
     let t0 = Instant::now();
     for i in a.warmup..a.warmup + a.n {
         submit(i);
     }
-    t.wait_for(a.warmup + a.n);
+    wait_for(t, a.warmup + a.n);
     let secs = t0.elapsed().as_secs_f64();
-    let cpu_ms = loopback::cpu_time_ms() - cpu0;
+    let cpu_ms = measure::cpu_time_ms() - cpu0;
     let lat = t.latencies_ms(a.warmup..a.warmup + a.n);
 
     // Paced phase: every millisecond, submit what is due by then (the tokio
@@ -242,29 +191,29 @@ fn run_phases(a: &ChildArgs, t: &Tracker, mut submit: impl FnMut(usize)) -> Valu
         }
         thread::sleep(Duration::from_millis(1));
     }
-    t.wait_for(start + a.paced);
+    wait_for(t, start + a.paced);
     let paced = t.latencies_ms(start..start + a.paced);
 
     json!({
         "variant": a.variant,
         "concurrency": a.concurrency,
         "n": a.n,
-        "failed": t.failed.load(Ordering::Relaxed),
+        "failed": t.failed_count(),
         "secs": secs,
         "per_sec": a.n as f64 / secs,
-        "p50_ms": loopback::quantile(&lat, 0.50),
-        "p99_ms": loopback::quantile(&lat, 0.99),
+        "p50_ms": measure::quantile(&lat, 0.50),
+        "p99_ms": measure::quantile(&lat, 0.99),
         "cpu_ms": cpu_ms,
         "cpu_us_per_webhook": cpu_ms * 1000.0 / a.n as f64,
         "paced_rate": a.rate,
         "paced_n": a.paced,
-        "paced_p50_ms": loopback::quantile(&paced, 0.50),
-        "paced_p99_ms": loopback::quantile(&paced, 0.99),
+        "paced_p50_ms": measure::quantile(&paced, 0.50),
+        "paced_p99_ms": measure::quantile(&paced, 0.99),
     })
 }
 
 fn finish(mut result: Value) -> Value {
-    result["peak_rss_kib"] = json!(loopback::peak_rss_kib());
+    result["peak_rss_kib"] = json!(measure::peak_rss_kib());
     result
 }
 

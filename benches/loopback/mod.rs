@@ -3,6 +3,9 @@
 //! never answers, the child-process protocol, and readings from `/proc`.
 #![allow(dead_code)]
 
+pub mod measure;
+pub use measure::BODY;
+
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -13,9 +16,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
-
-/// The JSON body of every webhook, and of wrk's requests (about 100 bytes).
-pub const BODY: &str = r#"{"type":"entry.created","timestamp":"2025-01-01T00:00:00Z","data":{"entry_id":42,"title":"hello"}}"#;
 
 /// How a child process marks its result line on stdout.
 pub const RESULT_PREFIX: &str = "RESULT ";
@@ -362,49 +362,6 @@ impl Drop for Hanging {
             let _ = h.join();
         }
     }
-}
-
-/// This process's CPU time (user + system, every thread) from
-/// `/proc/self/stat`, in milliseconds (10 ms resolution).
-pub fn cpu_time_ms() -> f64 {
-    let Ok(stat) = fs::read_to_string("/proc/self/stat") else {
-        return f64::NAN;
-    };
-    // Fields after the parenthesised command name; utime and stime are the
-    // 14th and 15th fields overall, so the 12th and 13th after it.
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return f64::NAN;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(f64::NAN)
-    };
-    // USER_HZ is 100 on every Linux ABI Rust targets.
-    (ticks(11) + ticks(12)) * 10.0
-}
-
-/// This process's peak resident set (`VmHWM`), in KiB.
-pub fn peak_rss_kib() -> u64 {
-    let Ok(status) = fs::read_to_string("/proc/self/status") else {
-        return 0;
-    };
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// The `q` quantile (0..=1) of sorted samples, nearest rank.
-pub fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 /// The median of a few numbers (NaN ignored).

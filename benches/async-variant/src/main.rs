@@ -12,16 +12,16 @@
 //! Both share one `reqwest::Client` keeping up to `W` idle keep-alive
 //! connections, like the dispatcher's ureq agent.
 
-use std::fs;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
 use tokio::sync::{Mutex, Semaphore, mpsc};
 
-/// The same body as the other variants and wrk send.
-const BODY: &str = r#"{"type":"entry.created","timestamp":"2025-01-01T00:00:00Z","data":{"entry_id":42,"title":"hello"}}"#;
+// The same measurement code as the other variants: one file, compiled here by path.
+#[path = "../../loopback/measure.rs"]
+mod measure;
+use measure::{BODY, Tracker, cpu_time_ms, peak_rss_kib, quantile};
 
 struct Args {
     variant: String,
@@ -66,63 +66,15 @@ impl Args {
     }
 }
 
-/// Submission and completion times by webhook index, as in the orchestrator.
-struct Tracker {
-    epoch: Instant,
-    submitted: Vec<AtomicU64>,
-    done: Vec<AtomicU64>,
-    finished: AtomicUsize,
-    failed: AtomicUsize,
-}
-
-impl Tracker {
-    fn new(n: usize) -> Tracker {
-        Tracker {
-            epoch: Instant::now(),
-            submitted: (0..n).map(|_| AtomicU64::new(0)).collect(),
-            done: (0..n).map(|_| AtomicU64::new(0)).collect(),
-            finished: AtomicUsize::new(0),
-            failed: AtomicUsize::new(0),
-        }
-    }
-
-    fn now_ns(&self) -> u64 {
-        self.epoch.elapsed().as_nanos() as u64
-    }
-
-    fn submitted(&self, i: usize) {
-        self.submitted[i].store(self.now_ns(), Ordering::Relaxed);
-    }
-
-    fn finished(&self, i: usize, ok: bool) {
-        self.done[i].store(self.now_ns(), Ordering::Relaxed);
-        if !ok {
-            self.failed.fetch_add(1, Ordering::Relaxed);
-        }
-        self.finished.fetch_add(1, Ordering::Release);
-    }
-
-    async fn wait_for(&self, count: usize) {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while self.finished.load(Ordering::Acquire) < count {
-            assert!(
-                Instant::now() < deadline,
-                "webhooks did not finish within 120 s"
-            );
-            tokio::time::sleep(Duration::from_micros(200)).await;
-        }
-    }
-
-    fn latencies_ms(&self, range: std::ops::Range<usize>) -> Vec<f64> {
-        let mut v: Vec<f64> = range
-            .map(|i| {
-                let s = self.submitted[i].load(Ordering::Relaxed);
-                let d = self.done[i].load(Ordering::Relaxed);
-                d.saturating_sub(s) as f64 / 1e6
-            })
-            .collect();
-        v.sort_by(f64::total_cmp);
-        v
+/// Waits (bounded) until `count` webhooks have finished.
+async fn wait_for(t: &Tracker, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while t.finished_count() < count {
+        assert!(
+            Instant::now() < deadline,
+            "webhooks did not finish within 120 s"
+        );
+        tokio::time::sleep(Duration::from_micros(200)).await;
     }
 }
 
@@ -184,42 +136,6 @@ async fn post(client: &reqwest::Client, url: &str, i: usize) -> bool {
     }
 }
 
-fn cpu_time_ms() -> f64 {
-    let Ok(stat) = fs::read_to_string("/proc/self/stat") else {
-        return f64::NAN;
-    };
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return f64::NAN;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(f64::NAN)
-    };
-    (ticks(11) + ticks(12)) * 10.0
-}
-
-fn peak_rss_kib() -> u64 {
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 #[tokio::main]
 async fn main() {
     let a = Args::parse();
@@ -270,14 +186,14 @@ async fn main() {
     for i in 0..a.warmup {
         bench.submit(i).await;
     }
-    tracker.wait_for(a.warmup).await;
+    wait_for(&tracker, a.warmup).await;
 
     let cpu0 = cpu_time_ms();
     let t0 = Instant::now();
     for i in a.warmup..a.warmup + a.n {
         bench.submit(i).await;
     }
-    tracker.wait_for(a.warmup + a.n).await;
+    wait_for(&tracker, a.warmup + a.n).await;
     let secs = t0.elapsed().as_secs_f64();
     let cpu_ms = cpu_time_ms() - cpu0;
     let lat = tracker.latencies_ms(a.warmup..a.warmup + a.n);
@@ -296,7 +212,7 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    tracker.wait_for(start + a.paced).await;
+    wait_for(&tracker, start + a.paced).await;
     let paced = tracker.latencies_ms(start..start + a.paced);
 
     drop(bench);
@@ -307,7 +223,7 @@ async fn main() {
         "variant": a.variant,
         "concurrency": a.concurrency,
         "n": a.n,
-        "failed": tracker.failed.load(Ordering::Relaxed),
+        "failed": tracker.failed_count(),
         "secs": secs,
         "per_sec": a.n as f64 / secs,
         "p50_ms": quantile(&lat, 0.50),
