@@ -96,11 +96,7 @@ fn a_hanging_endpoint_times_out_and_is_retried() {
     let letters = MemoryDeadLetters::new();
     let hooks = builder("hang")
         .timeout(Duration::from_millis(300))
-        .retry(
-            RetryPolicy::exponential(Duration::from_millis(1))
-                .jitter(false)
-                .max_attempts(2),
-        )
+        .retry(common::quick_retry(2))
         .dead_letters(letters.clone())
         .build()
         .unwrap();
@@ -315,12 +311,7 @@ fn retry_after_is_honoured_in_both_forms_and_clamped() {
     });
     let hooks = builder("retry-after")
         .clock(clock.clone())
-        .retry(
-            RetryPolicy::exponential(Duration::from_millis(1))
-                .jitter(false)
-                .max_attempts(2)
-                .max_retry_after(Duration::from_secs(300)),
-        )
+        .retry(common::quick_retry(2).max_retry_after(Duration::from_secs(300)))
         .build()
         .unwrap();
     for path in ["/seconds", "/date", "/huge"] {
@@ -414,16 +405,8 @@ fn breaker_opens_defers_probes_and_closes() {
     let hooks = builder("breaker-cycle")
         .workers(1)
         .clock(clock.clone())
-        .breaker(
-            BreakerConfig::default()
-                .failure_threshold(2)
-                .cooldown(Duration::from_secs(30)),
-        )
-        .retry(
-            RetryPolicy::exponential(Duration::from_millis(1))
-                .jitter(false)
-                .max_attempts(100),
-        )
+        .breaker(common::breaker(2, Duration::from_secs(30)))
+        .retry(common::quick_retry(100))
         .build()
         .unwrap();
     for n in 0..5 {
@@ -505,17 +488,8 @@ fn breaker_deferral_past_max_elapsed_is_dead_lettered() {
         .workers(1)
         .clock(clock.clone())
         .dead_letters(letters.clone())
-        .breaker(
-            BreakerConfig::default()
-                .failure_threshold(1)
-                .cooldown(Duration::from_secs(600)),
-        )
-        .retry(
-            RetryPolicy::exponential(Duration::from_millis(1))
-                .jitter(false)
-                .max_attempts(10)
-                .max_elapsed(Some(Duration::from_secs(60))),
-        )
+        .breaker(common::breaker(1, Duration::from_secs(600)))
+        .retry(common::quick_retry(10).max_elapsed(Some(Duration::from_secs(60))))
         .build()
         .unwrap();
     hooks.try_send(hook(&server, "/in", 1)).unwrap();
@@ -545,16 +519,8 @@ fn a_hanging_endpoint_does_not_starve_a_healthy_one() {
         .workers(2)
         .clock(clock)
         .timeout(Duration::from_millis(200))
-        .breaker(
-            BreakerConfig::default()
-                .failure_threshold(2)
-                .cooldown(Duration::from_secs(30)),
-        )
-        .retry(
-            RetryPolicy::exponential(Duration::from_millis(1))
-                .jitter(false)
-                .max_attempts(5),
-        )
+        .breaker(common::breaker(2, Duration::from_secs(30)))
+        .retry(common::quick_retry(5))
         .build()
         .unwrap();
     for n in 0..20 {

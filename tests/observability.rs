@@ -128,11 +128,7 @@ fn dispatcher_counters_are_exact_after_a_scripted_run() {
         .name("scripted-hooks")
         .workers(1)
         .breaker(BreakerConfig::disabled())
-        .retry(
-            RetryPolicy::exponential(Duration::from_millis(1))
-                .jitter(false)
-                .max_attempts(5),
-        )
+        .retry(common::quick_retry(5))
         .build()
         .unwrap();
     for path in ["/ok", "/ok", "/ok", "/bad", "/bad", "/gone", "/flaky"] {
@@ -361,16 +357,8 @@ fn breaker_open_warnings_are_rate_limited_per_endpoint() {
         .workers(1)
         .clock(clock.clone())
         .warn_interval(Duration::from_secs(3600))
-        .breaker(
-            BreakerConfig::default()
-                .failure_threshold(1)
-                .cooldown(Duration::from_secs(10)),
-        )
-        .retry(
-            RetryPolicy::exponential(Duration::from_millis(1))
-                .jitter(false)
-                .max_attempts(50),
-        )
+        .breaker(common::breaker(1, Duration::from_secs(10)))
+        .retry(common::quick_retry(50))
         .build()
         .unwrap();
     hooks
@@ -448,11 +436,7 @@ fn hooks_see_deliveries_dead_letters_and_breaker_changes() {
         .name("hooked")
         .workers(1)
         .breaker(BreakerConfig::default().failure_threshold(2))
-        .retry(
-            RetryPolicy::exponential(Duration::from_millis(1))
-                .jitter(false)
-                .max_attempts(2),
-        )
+        .retry(common::quick_retry(2))
         .on_delivered(move |e| {
             d1.lock()
                 .unwrap()

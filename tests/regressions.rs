@@ -57,11 +57,7 @@ fn a_panic_during_a_probe_releases_the_probe_slot() {
     let hooks = Dispatcher::builder()
         .workers(1)
         .clock(clock)
-        .breaker(
-            BreakerConfig::default()
-                .failure_threshold(1)
-                .cooldown(Duration::from_millis(50)),
-        )
+        .breaker(common::breaker(1, Duration::from_millis(50)))
         .retry(
             RetryPolicy::exponential(Duration::from_millis(10))
                 .jitter(false)

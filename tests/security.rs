@@ -147,12 +147,7 @@ fn garbage_huge_and_negative_retry_after_values_are_handled() {
     let clock = hookpool::ManualClock::new();
     let hooks = builder("retry-after-bad")
         .clock(clock.clone())
-        .retry(
-            RetryPolicy::exponential(Duration::from_millis(1))
-                .jitter(false)
-                .max_attempts(2)
-                .max_retry_after(Duration::from_secs(60)),
-        )
+        .retry(common::quick_retry(2).max_retry_after(Duration::from_secs(60)))
         .build()
         .unwrap();
     for path in ["/garbage", "/negative", "/huge"] {

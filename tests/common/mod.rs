@@ -126,3 +126,20 @@ pub fn promtool_check(text: &str) {
         "promtool reported problems:\n{said}"
     );
 }
+
+/// Retries 1 ms apart and doubling, without jitter, at most `max_attempts`
+/// attempts: with a `ManualClock`, each retry is due as soon as the test
+/// moves the clock on.
+pub fn quick_retry(max_attempts: u32) -> hookpool::RetryPolicy {
+    hookpool::RetryPolicy::exponential(Duration::from_millis(1))
+        .jitter(false)
+        .max_attempts(max_attempts)
+}
+
+/// A breaker that opens after `threshold` consecutive failures and stays
+/// open for `cooldown`.
+pub fn breaker(threshold: u32, cooldown: Duration) -> hookpool::BreakerConfig {
+    hookpool::BreakerConfig::default()
+        .failure_threshold(threshold)
+        .cooldown(cooldown)
+}
