@@ -145,20 +145,27 @@ fn a_failing_sink_hands_letters_back() {
     );
 }
 
-/// `accepted` is a Prometheus counter; refusals used to make it go down.
-#[test]
-fn accepted_never_goes_backwards() {
+/// A dispatcher whose only worker hangs on a request (until `timeout`) and
+/// whose one-slot queue is full: the next send is refused or blocks.
+fn hung_worker_and_full_queue(timeout: Duration) -> (TestServer, Dispatcher, String) {
     let server = TestServer::start(|_| Reply::Hang);
     let hooks = Dispatcher::builder()
         .workers(1)
         .queue_capacity(1)
-        .timeout(Duration::from_secs(5))
+        .timeout(timeout)
         .build()
         .unwrap();
     let url = server.url("/x");
     hooks.try_send(Webhook::new(&url, &0).unwrap()).unwrap();
     assert!(wait_until(BOUND, || hooks.stats().pool.active == 1));
     hooks.try_send(Webhook::new(&url, &1).unwrap()).unwrap();
+    (server, hooks, url)
+}
+
+/// `accepted` is a Prometheus counter; refusals used to make it go down.
+#[test]
+fn accepted_never_goes_backwards() {
+    let (_server, hooks, url) = hung_worker_and_full_queue(Duration::from_secs(5));
     let stop = Arc::new(AtomicBool::new(false));
     let (handle, stopping) = (hooks.handle(), Arc::clone(&stop));
     let producer = std::thread::spawn(move || {
@@ -339,17 +346,7 @@ fn no_request_starts_after_the_deadline() {
 /// whole timeout after shutdown began.
 #[test]
 fn shutdown_wakes_a_blocked_send_timeout() {
-    let server = TestServer::start(|_| Reply::Hang);
-    let hooks = Dispatcher::builder()
-        .workers(1)
-        .queue_capacity(1)
-        .timeout(Duration::from_secs(3))
-        .build()
-        .unwrap();
-    let url = server.url("/x");
-    hooks.try_send(Webhook::new(&url, &0).unwrap()).unwrap();
-    assert!(wait_until(BOUND, || hooks.stats().pool.active == 1));
-    hooks.try_send(Webhook::new(&url, &1).unwrap()).unwrap();
+    let (_server, hooks, url) = hung_worker_and_full_queue(Duration::from_secs(3));
     let handle = hooks.handle();
     let blocked_url = url.clone();
     let blocked = std::thread::spawn(move || {
