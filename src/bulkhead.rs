@@ -11,6 +11,7 @@
 //! for one full request timeout.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
@@ -46,6 +47,10 @@ pub(crate) struct Bulkheads<T> {
     workers: usize,
     fixed: Option<usize>,
     max_parked: usize,
+    /// Items parked over every endpoint, kept under the lock and read
+    /// without it: while it is below `max_parked`, no endpoint can be full,
+    /// so `has_room` takes no lock.
+    parked_total: AtomicUsize,
     state: Mutex<State<T>>,
 }
 
@@ -58,6 +63,7 @@ impl<T> Bulkheads<T> {
             workers,
             fixed: fixed.map(|n| n.max(1)),
             max_parked,
+            parked_total: AtomicUsize::new(0),
             state: Mutex::new(State {
                 endpoints: HashMap::new(),
                 first: None,
@@ -99,6 +105,7 @@ impl<T> Bulkheads<T> {
             Entry::Go(item)
         } else {
             slots.parked.push_back(item);
+            self.parked_total.fetch_add(1, Ordering::Relaxed);
             Entry::Parked
         }
     }
@@ -107,6 +114,9 @@ impl<T> Bulkheads<T> {
     /// `max_parked` are parked for it. Checked before the send, so
     /// concurrent senders can overshoot by their number, no more.
     pub(crate) fn has_room(&self, ep: &Endpoint) -> bool {
+        if self.parked_total.load(Ordering::Relaxed) < self.max_parked {
+            return true;
+        }
         let state = self.state.lock();
         state
             .endpoints
@@ -123,6 +133,7 @@ impl<T> Bulkheads<T> {
         slots.in_flight = slots.in_flight.saturating_sub(1);
         if slots.in_flight < limit {
             if let Some(next) = slots.parked.pop_front() {
+                self.parked_total.fetch_sub(1, Ordering::Relaxed);
                 slots.in_flight += 1;
                 return Some(next);
             }
@@ -135,8 +146,7 @@ impl<T> Bulkheads<T> {
 
     /// Items parked now.
     pub(crate) fn parked(&self) -> usize {
-        let state = self.state.lock();
-        state.endpoints.values().map(|s| s.parked.len()).sum()
+        self.parked_total.load(Ordering::Relaxed)
     }
 
     /// Refuses every later `enter` and returns everything parked.
@@ -144,6 +154,7 @@ impl<T> Bulkheads<T> {
         let mut state = self.state.lock();
         state.closed = true;
         let endpoints = std::mem::take(&mut state.endpoints);
+        self.parked_total.store(0, Ordering::Relaxed);
         drop(state);
         endpoints.into_values().flat_map(|s| s.parked).collect()
     }
