@@ -17,7 +17,9 @@
 //! Run by `cargo bench --bench submit_instructions` it times instead: rounds
 //! of one 4096-send batch per variant in turn (`ROUNDS`, default 2000), and
 //! prints the minimum and median per variant. The minimum shrugs off the
-//! other processes of a shared machine far better than a mean does.
+//! other processes of a shared machine far better than a mean does. A second
+//! hookpool variant with `queue_wait_sampling(0)` shows what measuring the
+//! queue wait adds to a submission (issue 4, point 5).
 
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -76,27 +78,78 @@ fn time_batch(mut send: impl FnMut(u64) -> bool) -> f64 {
     elapsed.as_nanos() as f64 / BATCH as f64
 }
 
+/// A hookpool under test in timing mode: one worker, held inside a job
+/// while a batch is timed, so nothing reads the queue meanwhile.
+struct Held {
+    pool: Pool<u64>,
+    submitter: Submitter<u64>,
+    hold: crossbeam_channel::Sender<()>,
+    started: crossbeam_channel::Receiver<()>,
+    ran: Arc<AtomicU64>,
+    expected: u64,
+}
+
+impl Held {
+    fn new(queue_wait_sampling: Option<u32>) -> Self {
+        let (hold, hold_rx) = crossbeam_channel::bounded::<()>(0);
+        let (started_tx, started) = crossbeam_channel::bounded::<()>(1);
+        let ran = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&ran);
+        let mut builder = Pool::builder().workers(1).queue_capacity(TIMED_CAPACITY);
+        if let Some(one_in) = queue_wait_sampling {
+            builder = builder.queue_wait_sampling(one_in);
+        }
+        let pool = builder
+            .build(move |value: u64| {
+                if value == u64::MAX {
+                    started_tx.send(()).ok();
+                    hold_rx.recv().ok();
+                }
+                counted.fetch_add(1, Ordering::Release);
+                Ok::<(), Infallible>(())
+            })
+            .expect("pool builds");
+        let submitter = pool.submitter();
+        Held {
+            pool,
+            submitter,
+            hold,
+            started,
+            ran,
+            expected: 0,
+        }
+    }
+
+    /// One timed batch into the empty queue; the worker then drains it.
+    fn batch(&mut self) -> f64 {
+        self.submitter.try_submit(u64::MAX).expect("room");
+        self.started
+            .recv()
+            .expect("the worker took the holding job");
+        let s = &self.submitter;
+        let ns = time_batch(|v| s.try_submit(v).is_ok());
+        self.hold.send(()).expect("the worker is held");
+        self.expected += BATCH + 1;
+        while self.ran.load(Ordering::Acquire) < self.expected {
+            std::thread::yield_now();
+        }
+        ns
+    }
+
+    fn finish(self) {
+        drop(self.submitter);
+        assert!(self.pool.shutdown().is_complete());
+    }
+}
+
 /// Timing mode: `rounds` rounds, each one batch per variant in turn, into
 /// an empty queue nobody is reading; prints the minimum and median ns per
-/// send and each against crossbeam.
+/// send and each against crossbeam. `hookpool, no queue wait` is the same
+/// pool with `queue_wait_sampling(0)`: the difference between the two is
+/// what recording the queue wait costs a submission.
 fn time(rounds: usize) {
-    let (hold_tx, hold_rx) = crossbeam_channel::bounded::<()>(0);
-    let (started_tx, started) = crossbeam_channel::bounded::<()>(1);
-    let ran = Arc::new(AtomicU64::new(0));
-    let counted = Arc::clone(&ran);
-    let pool = Pool::builder()
-        .workers(1)
-        .queue_capacity(TIMED_CAPACITY)
-        .build(move |value: u64| {
-            if value == u64::MAX {
-                started_tx.send(()).ok();
-                hold_rx.recv().ok();
-            }
-            counted.fetch_add(1, Ordering::Release);
-            Ok::<(), Infallible>(())
-        })
-        .expect("pool builds");
-    let submitter = pool.submitter();
+    let mut sampled = Held::new(None);
+    let mut unsampled = Held::new(Some(0));
     // The raw channels are drained by a thread of their own, as hookpool's
     // queue is by its worker, so that every variant finds the queue's
     // cache lines where another core left them.
@@ -119,38 +172,40 @@ fn time(rounds: usize) {
         drained.recv().expect("drainer answers");
     };
 
-    let mut times: [Vec<f64>; 3] = Default::default();
-    let mut expected = 0;
+    let mut times: [Vec<f64>; 4] = Default::default();
     for _ in 0..rounds {
-        // hookpool, its one worker held inside a job.
-        submitter.try_submit(u64::MAX).expect("room");
-        started.recv().expect("the worker took the holding job");
-        times[0].push(time_batch(|v| submitter.try_submit(v).is_ok()));
-        hold_tx.send(()).expect("the worker is held");
-        expected += BATCH + 1;
-        while ran.load(Ordering::Acquire) < expected {
-            std::thread::yield_now();
-        }
-        times[1].push(time_batch(|v| cb_tx.try_send(v).is_ok()));
+        times[0].push(sampled.batch());
+        times[1].push(unsampled.batch());
+        times[2].push(time_batch(|v| cb_tx.try_send(v).is_ok()));
         drain(0);
-        times[2].push(time_batch(|v| std_tx.try_send(v).is_ok()));
+        times[3].push(time_batch(|v| std_tx.try_send(v).is_ok()));
         drain(1);
     }
     let stat = |t: &mut Vec<f64>| {
         t.sort_by(f64::total_cmp);
         (t[0], t[t.len() / 2])
     };
-    let [hp, cb, sc] = times.each_mut().map(stat);
+    let [hp, bare, cb, sc] = times.each_mut().map(stat);
     println!("{rounds} rounds of {BATCH} sends, ns per send (min / median), ratio to crossbeam");
-    for (name, (min, median)) in [("hookpool", hp), ("crossbeam", cb), ("sync_channel", sc)] {
+    for (name, (min, median)) in [
+        ("hookpool", hp),
+        ("hookpool, no queue wait", bare),
+        ("crossbeam", cb),
+        ("sync_channel", sc),
+    ] {
         println!(
-            "{name:<13} {min:6.2} / {median:6.2}   {:.2}x / {:.2}x",
+            "{name:<24} {min:6.2} / {median:6.2}   {:.2}x / {:.2}x",
             min / cb.0,
             median / cb.1
         );
     }
-    drop(submitter);
-    assert!(pool.shutdown().is_complete());
+    println!(
+        "recording the queue wait: {:+.2} / {:+.2} ns per send",
+        hp.0 - bare.0,
+        hp.1 - bare.1
+    );
+    sampled.finish();
+    unsampled.finish();
     drop(drain_tx);
     drainer.join().expect("drainer");
 }

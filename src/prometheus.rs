@@ -152,7 +152,7 @@ impl Exposition {
         );
         self.histogram(
             "hookpool_job_queue_wait_seconds",
-            "Time jobs waited in the queue before a worker took them (sampled: the first submission per handle, then 1 in 16).",
+            "Time jobs waited in the queue before a worker took them (sampled: the first submission per handle, then one in queue_wait_sampling, default 256).",
             &l,
             &stats.queue_wait,
         );

@@ -38,7 +38,8 @@ use serde::Serialize;
 #[non_exhaustive]
 pub struct Stats {
     /// Time jobs waited in the queue before a worker took them, measured on
-    /// a sample: the first submission through each handle, then one in 16.
+    /// a sample: the first submission through each handle, then one in 256
+    /// (set by [`PoolBuilder::queue_wait_sampling`](crate::PoolBuilder::queue_wait_sampling)).
     pub queue_wait: Histogram,
     /// Time jobs spent in the handler.
     pub run_time: Histogram,
@@ -113,24 +114,27 @@ pub(crate) struct WorkerSlot {
 /// The in-flight count and the submitted count share one word, so a
 /// successful send costs two locked operations: `enter` (+1 in flight) and
 /// `leave_sent` (one add that moves 1 from in-flight to submitted).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct GateSlot {
     /// Low `INFLIGHT_BITS`: sends between the "is the pool open" check and
     /// the end of the send. High bits: accepted sends.
     word: AtomicU64,
     pub(crate) rejected: AtomicU64,
-    /// Counts sends to pick the ones whose enqueue time is measured.
-    stamp_tick: AtomicU64,
+    /// Sends left before the next one whose enqueue time is measured.
+    stamp_countdown: AtomicU64,
+    /// One send in this many is measured; 0 for none.
+    stamp_every: u64,
 }
 
 const INFLIGHT_BITS: u32 = 20;
 const INFLIGHT_MASK: u64 = (1 << INFLIGHT_BITS) - 1;
 const ONE_SUBMITTED: u64 = 1 << INFLIGHT_BITS;
 
-/// One submission in this many has its queue wait measured (the first
-/// through each handle always does). A clock read costs several times a
-/// channel send, so stamping every job would dominate `try_submit`.
-pub(crate) const STAMP_EVERY: u64 = 16;
+/// By default one submission in this many has its queue wait measured (the
+/// first through each handle always does). A clock read costs several times
+/// a channel send; at one in 256 it adds nothing measurable to `try_submit`
+/// (see docs/BENCHMARKS.md).
+pub(crate) const DEFAULT_SAMPLE_EVERY: u32 = 256;
 
 impl GateSlot {
     /// Marks a send in flight. `SeqCst`: see the shutdown argument.
@@ -162,15 +166,31 @@ impl GateSlot {
         self.word.load(Ordering::Relaxed) >> INFLIGHT_BITS
     }
 
+    /// A gate measuring one send in `every` (none if `every` is 0),
+    /// starting with the first.
+    pub(crate) fn new(every: u32) -> Self {
+        GateSlot {
+            word: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            stamp_countdown: AtomicU64::new(if every == 0 { u64::MAX } else { 0 }),
+            stamp_every: u64::from(every),
+        }
+    }
+
     /// Whether this send should be stamped. A plain load and store: when a
     /// handle is shared between threads the sampling is approximate, which
-    /// is all it needs to be.
+    /// is all it needs to be. With sampling off the countdown starts at
+    /// `u64::MAX` and never reaches zero.
     #[inline]
     pub(crate) fn stamp_this_one(&self) -> bool {
-        let tick = self.stamp_tick.load(Ordering::Relaxed);
-        self.stamp_tick
-            .store(tick.wrapping_add(1), Ordering::Relaxed);
-        tick % STAMP_EVERY == 0
+        let left = self.stamp_countdown.load(Ordering::Relaxed);
+        if left != 0 {
+            self.stamp_countdown.store(left - 1, Ordering::Relaxed);
+            return false;
+        }
+        self.stamp_countdown
+            .store(self.stamp_every.saturating_sub(1), Ordering::Relaxed);
+        true
     }
 }
 

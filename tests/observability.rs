@@ -84,7 +84,7 @@ fn pool_counters_are_exact_after_a_scripted_run() {
     );
     assert_eq!(s.queue_high_water, 8);
     // Every run is timed; queue waits are sampled: the first send through
-    // each of the two handles (jobs 0 and 1), then one in 16.
+    // each of the two handles (jobs 0 and 1), then one in 256.
     assert_eq!((s.queue_wait.count, s.run_time.count), (2, 9));
     // The three spinning jobs ran at least 3 ms: bucket (2.048 ms, 4.096 ms] or above.
     let slow_bucket = Histogram::bucket_of(Duration::from_millis(3));
@@ -167,6 +167,56 @@ fn dispatcher_counters_are_exact_after_a_scripted_run() {
     let v = serde_json::to_value(s).unwrap();
     assert_eq!(v["dead_lettered_by_reason"]["permanent_failure"], 2);
     assert_eq!(v["pool"]["submitted"], 9);
+}
+
+/// Queue waits measured with each sampling setting: `n` sends through one
+/// handle of a one-worker pool.
+fn queue_waits_measured(sampling: Option<u32>, n: u32) -> u64 {
+    let mut builder = Pool::builder().workers(1).queue_capacity(1024);
+    if let Some(one_in) = sampling {
+        builder = builder.queue_wait_sampling(one_in);
+    }
+    let pool = builder.build(|_: u32| Ok::<(), String>(())).unwrap();
+    let submitter = pool.submitter();
+    for i in 0..n {
+        submitter.submit_timeout(i, BOUND).unwrap();
+    }
+    drop(submitter);
+    let s = pool.shutdown().stats;
+    assert_eq!(
+        (s.submitted, s.run_time.count),
+        (u64::from(n), u64::from(n))
+    );
+    s.queue_wait.count
+}
+
+#[test]
+fn queue_wait_sampling_measures_the_first_then_one_in_n() {
+    // The default: sends 0, 256 and 512.
+    assert_eq!(queue_waits_measured(None, 600), 3);
+    assert_eq!(queue_waits_measured(Some(1), 600), 600);
+    assert_eq!(queue_waits_measured(Some(100), 600), 6);
+    assert_eq!(queue_waits_measured(Some(0), 600), 0);
+}
+
+#[test]
+fn dispatcher_passes_queue_wait_sampling_to_its_pool() {
+    let server = TestServer::start(|_: &Recorded| Reply::Status(204));
+    let hooks = Dispatcher::builder()
+        .workers(1)
+        .queue_wait_sampling(1)
+        .build()
+        .unwrap();
+    for i in 0..20 {
+        hooks
+            .send_timeout(
+                Webhook::new(&server.url("/q"), &json!({ "i": i })).unwrap(),
+                BOUND,
+            )
+            .unwrap();
+    }
+    let s = hooks.shutdown().stats;
+    assert_eq!((s.delivered, s.pool.queue_wait.count), (20, 20));
 }
 
 // ---------------------------------------------------------------------------

@@ -14,7 +14,7 @@ use super::worker::Worker;
 use super::{Envelope, GateRegistry, Inner, MAX_QUEUE_CAPACITY, Never, Pool, Shared, Submitter};
 use crate::error::BuildError;
 use crate::saturation::Monitor;
-use crate::stats::WorkerSlot;
+use crate::stats::{DEFAULT_SAMPLE_EVERY, WorkerSlot};
 
 /// What a panic handler is told. The job itself is gone: it was moved into
 /// the handler that panicked.
@@ -134,6 +134,7 @@ pub struct PoolBuilder {
     pub(super) stack_size: Option<usize>,
     pub(super) panic_handler: Option<PanicHandler>,
     pub(super) warn_interval: Duration,
+    pub(super) sample_every: u32,
 }
 
 impl Default for PoolBuilder {
@@ -145,6 +146,7 @@ impl Default for PoolBuilder {
             stack_size: None,
             panic_handler: None,
             warn_interval: Duration::from_secs(30),
+            sample_every: DEFAULT_SAMPLE_EVERY,
         }
     }
 }
@@ -158,6 +160,7 @@ impl fmt::Debug for PoolBuilder {
             .field("stack_size", &self.stack_size)
             .field("panic_handler", &self.panic_handler.is_some())
             .field("warn_interval", &self.warn_interval)
+            .field("queue_wait_sampling", &self.sample_every)
             .finish()
     }
 }
@@ -265,6 +268,32 @@ impl PoolBuilder {
         self
     }
 
+    /// How often the time a job waits in the queue is measured: the first
+    /// submission through each handle, then one in `one_in`. `1` measures
+    /// every job and `0` none. Defaults to 256.
+    ///
+    /// Measuring a job means one clock read in `try_submit`, which costs
+    /// several times the channel send on most machines; at the default the
+    /// cost is lost in the noise (docs/BENCHMARKS.md). The sample feeds
+    /// [`Stats::queue_wait`](crate::Stats::queue_wait) and the
+    /// `hookpool_job_queue_wait_seconds` histogram; run times are measured
+    /// for every job regardless.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = hookpool::Pool::builder().queue_wait_sampling(1).build(|_: u8| Ok::<(), String>(()))?;
+    /// for n in 0..10 {
+    ///     pool.submit_timeout(n, std::time::Duration::from_secs(5)).unwrap();
+    /// }
+    /// assert_eq!(pool.shutdown().stats.queue_wait.count, 10);
+    /// # Ok::<(), hookpool::BuildError>(())
+    /// ```
+    pub fn queue_wait_sampling(mut self, one_in: u32) -> Self {
+        self.sample_every = one_in;
+        self
+    }
+
     /// Called on the worker thread after a job panics, once the panic has
     /// been counted and logged. Defaults to none. A panic inside the handler
     /// itself is caught and logged too; the worker survives either way.
@@ -337,6 +366,7 @@ impl PoolBuilder {
                 .collect(),
             panic_handler: self.panic_handler,
             monitor: Monitor::new(self.warn_interval),
+            sample_every: self.sample_every,
             closed_signal: Mutex::new(None),
         });
         let returned = Arc::new(Mutex::new(Vec::new()));

@@ -69,7 +69,7 @@ struct Envelope<J> {
     /// When it was submitted, in nanoseconds since the saturation
     /// monitor's epoch (see `Monitor::stamp`), for the queue-wait
     /// histogram; only a sample of jobs carry it (see
-    /// `stats::STAMP_EVERY`). Eight bytes rather than an
+    /// `PoolBuilder::queue_wait_sampling`). Eight bytes rather than an
     /// `Option<Instant>`'s sixteen: every queue slot carries this field,
     /// and a smaller slot is fewer cache lines for each send to claim.
     enqueued: Option<NonZeroU64>,
@@ -88,6 +88,9 @@ struct Shared {
     workers: Box<[CachePadded<WorkerSlot>]>,
     panic_handler: Option<PanicHandler>,
     monitor: Monitor,
+    /// Each handle measures the queue wait of one submission in this many
+    /// (0: none).
+    sample_every: u32,
     /// Dropped by `close`, which disconnects every submitter's `closed`
     /// receiver and so wakes callers waiting in `submit_timeout`.
     closed_signal: Mutex<Option<Sender<Never>>>,
@@ -560,6 +563,43 @@ mod tests {
         assert_eq!(panic_message(&"static"), "static");
         assert_eq!(panic_message(&String::from("owned")), "owned");
         assert_eq!(panic_message(&42u8), "non-string panic payload");
+    }
+
+    /// Issue 2, point 6: no lock is held across a send. With every lock the
+    /// pool owns held by this thread, sends from another still go through.
+    #[test]
+    fn submissions_take_no_lock() {
+        let pool = Pool::builder()
+            .workers(1)
+            .queue_capacity(64)
+            .build(|_: u32| Ok::<(), String>(()))
+            .unwrap();
+        let submitter = pool.submitter();
+        let inner = pool.inner();
+        let shared = &inner.submitter.shared;
+        let (done_tx, done) = crossbeam_channel::bounded(1);
+        let (submitter_tx, submitter_back) = crossbeam_channel::bounded(1);
+        let (finished, sender) = {
+            let _gates = shared.gates.lock();
+            let _signal = shared.closed_signal.lock();
+            let _returned = inner.returned.lock();
+            let sender = thread::spawn(move || {
+                // Sampled and unsampled sends, both entry points.
+                for n in 0..20 {
+                    submitter.try_submit(n).unwrap();
+                    submitter
+                        .submit_timeout(100 + n, Duration::from_secs(5))
+                        .unwrap();
+                }
+                done_tx.send(()).unwrap();
+                // Dropping a handle does take the registry lock: hand it back.
+                submitter_tx.send(submitter).unwrap();
+            });
+            (done.recv_timeout(Duration::from_secs(20)), sender)
+        };
+        sender.join().unwrap();
+        drop(submitter_back.recv().unwrap());
+        assert!(finished.is_ok(), "a send waited for a lock the pool owns");
     }
 
     #[test]

@@ -59,7 +59,7 @@ impl<J> Submitter<J> {
         closed: Receiver<Never>,
         shared: Arc<Shared>,
     ) -> Self {
-        let gate = Arc::new(CachePadded::new(GateSlot::default()));
+        let gate = Arc::new(CachePadded::new(GateSlot::new(shared.sample_every)));
         shared.gates.lock().live.push(Arc::clone(&gate));
         Submitter {
             tx,
@@ -108,23 +108,43 @@ impl<J> Submitter<J> {
     /// ```
     #[inline]
     pub fn try_submit(&self, job: J) -> Result<(), SubmitError<J>> {
-        let enqueued = self
-            .gate
-            .stamp_this_one()
-            .then(|| self.shared.monitor.stamp(Instant::now()));
-        match self.send_once(Envelope { job, enqueued }) {
-            Ok(()) => {
-                if let Some(now) = enqueued {
-                    self.tick(now);
-                }
-                Ok(())
-            }
-            Err(e) => {
-                bump(&self.gate.rejected);
-                self.refused(&e);
-                Err(e.map(|env| env.job))
-            }
+        if self.gate.stamp_this_one() {
+            return self.try_submit_stamped(job);
         }
+        self.send_once(Envelope {
+            job,
+            enqueued: None,
+        })
+        .map_err(|e| self.refused_job(e))
+    }
+
+    /// `try_submit` for the sampled submission, whose queue wait is
+    /// measured. Out of line, so that the common path stays small.
+    #[cold]
+    #[inline(never)]
+    fn try_submit_stamped(&self, job: J) -> Result<(), SubmitError<J>> {
+        let now = self.shared.monitor.stamp(Instant::now());
+        self.send_once(Envelope {
+            job,
+            enqueued: Some(now),
+        })
+        .map(|()| self.tick(now))
+        .map_err(|e| self.refused_job(e))
+    }
+
+    /// Counts a refusal, checks saturation right away if the queue is full,
+    /// and hands the job back.
+    #[cold]
+    #[inline(never)]
+    fn refused_job(&self, e: SubmitError<Envelope<J>>) -> SubmitError<J> {
+        bump(&self.gate.rejected);
+        if e.is_full() {
+            let shared = &self.shared;
+            shared
+                .monitor
+                .check_now(&shared.name, shared.load(self.tx.len()));
+        }
+        e.map(|env| env.job)
     }
 
     /// A saturation check, at most every few milliseconds, at the time of
@@ -134,17 +154,6 @@ impl<J> Submitter<J> {
         shared
             .monitor
             .tick_nanos(&shared.name, now.get(), || shared.load(self.tx.len()));
-    }
-
-    /// A refusal is a cold path: check saturation right away.
-    #[cold]
-    pub(super) fn refused(&self, e: &SubmitError<Envelope<J>>) {
-        if e.is_full() {
-            let shared = &self.shared;
-            shared
-                .monitor
-                .check_now(&shared.name, shared.load(self.tx.len()));
-        }
     }
 
     /// One pass through the gate. Does not count rejections.
@@ -213,10 +222,7 @@ impl<J> Submitter<J> {
                     return Ok(());
                 }
                 Err(SubmitError::Full(back)) => env = back,
-                Err(closed) => {
-                    bump(&self.gate.rejected);
-                    return Err(closed.map(|env| env.job));
-                }
+                Err(closed) => return Err(self.refused_job(closed)),
             }
             // A slot usually frees within microseconds: spin before parking.
             if !backoff.is_completed() {
@@ -230,10 +236,7 @@ impl<J> Submitter<J> {
             select.send(&self.tx);
             select.recv(&self.closed);
             if select.ready_deadline(deadline).is_err() {
-                bump(&self.gate.rejected);
-                let refused = SubmitError::Full(env);
-                self.refused(&refused);
-                return Err(refused.map(|env| env.job));
+                return Err(self.refused_job(SubmitError::Full(env)));
             }
             // The wait for room is not queue time.
             if stamped {

@@ -332,6 +332,22 @@ impl DispatcherBuilder {
         self
     }
 
+    /// How often the time a webhook waits in the queue is measured: the
+    /// first through each handle, then one in `one_in` (`1`: every webhook,
+    /// `0`: none). Defaults to 256. Same as
+    /// [`PoolBuilder::queue_wait_sampling`](crate::PoolBuilder::queue_wait_sampling).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hooks = hookpool::Dispatcher::builder().queue_wait_sampling(1).build()?;
+    /// # Ok::<(), hookpool::BuildError>(())
+    /// ```
+    pub fn queue_wait_sampling(mut self, one_in: u32) -> Self {
+        self.pool = self.pool.queue_wait_sampling(one_in);
+        self
+    }
+
     /// Called after each delivery, on the worker thread, outside every lock.
     /// A panic in it is caught, logged and counted in
     /// [`DispatchStats::hook_panics`]; the delivery still counts. Defaults to
