@@ -48,6 +48,7 @@
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms, unreachable_pub)]
 
+mod bounded;
 mod breaker;
 mod bulkhead;
 mod clock;

@@ -34,6 +34,12 @@ impl RateLimit {
         }
     }
 
+    /// Whether it would let the next caller log at `now_nanos`, as a new
+    /// one would.
+    pub(crate) fn is_idle(&self, now_nanos: u64) -> bool {
+        now_nanos >= self.next.load(Ordering::Relaxed)
+    }
+
     /// Returns `true` for the one caller allowed to log now.
     pub(crate) fn allow(&self, now_nanos: u64, interval: Duration) -> bool {
         let next = self.next.load(Ordering::Relaxed);
@@ -140,6 +146,18 @@ mod tests {
         assert!(!limit.allow(999_999_999, second));
         assert!(limit.allow(1_000_000_000, second));
         assert!(!limit.allow(1_000_000_001, second));
+    }
+
+    #[test]
+    fn a_limiter_is_idle_exactly_when_it_would_let_the_next_one_through() {
+        let limit = RateLimit::new();
+        let second = Duration::from_secs(1);
+        assert!(limit.is_idle(0));
+        assert!(limit.allow(5, second));
+        assert!(!limit.is_idle(6));
+        assert!(!limit.is_idle(1_000_000_004));
+        assert!(limit.is_idle(1_000_000_005));
+        assert!(limit.allow(1_000_000_005, second));
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! The per-endpoint side of circuit breaking: [`Endpoint`], the unit a
 //! breaker guards, and `Breakers`, every endpoint's breaker behind one lock.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::time::Instant;
 
 use parking_lot::Mutex;
+
+use crate::bounded::PrunedMap;
 
 use super::{Admission, Breaker, BreakerConfig, BreakerState, Health, Transition};
 
@@ -94,11 +95,14 @@ impl fmt::Display for Endpoint {
 
 /// Every endpoint's breaker behind one lock. Nothing but the state change happens under
 /// the lock; transitions are returned so the caller logs them after it is released.
-/// Entries are created on first use and never removed.
+/// Entries are created on first use. Once a thousand or so endpoints are known, breakers
+/// that remember nothing (closed, no failures) are dropped before a new one is added: a
+/// fresh breaker would behave the same, and the map stays bounded by the endpoints that
+/// are failing (see `crate::bounded`).
 #[derive(Debug)]
 pub(crate) struct Breakers {
     cfg: BreakerConfig,
-    map: Mutex<HashMap<Endpoint, Breaker>>,
+    map: Mutex<PrunedMap<Endpoint, Breaker>>,
 }
 
 impl Breakers {
@@ -106,7 +110,7 @@ impl Breakers {
     pub(crate) fn new(cfg: BreakerConfig) -> Self {
         Self {
             cfg,
-            map: Mutex::new(HashMap::new()),
+            map: Mutex::new(PrunedMap::new()),
         }
     }
 
@@ -119,10 +123,8 @@ impl Breakers {
         if let Some(breaker) = map.get_mut(ep) {
             return breaker.admit(now);
         }
-        let mut breaker = Breaker::new(&self.cfg);
-        let answer = breaker.admit(now);
-        map.insert(ep.clone(), breaker);
-        answer
+        map.get_or_insert_with(ep.clone(), || Breaker::new(&self.cfg), Breaker::is_fresh)
+            .admit(now)
     }
 
     /// [`Breaker::record`] for `ep`. Only a failure creates a missing breaker, since
@@ -144,10 +146,8 @@ impl Breakers {
         if health != Health::Failure {
             return None;
         }
-        let mut breaker = Breaker::new(&self.cfg);
-        let transition = breaker.record(health, was_probe, now);
-        map.insert(ep.clone(), breaker);
-        transition
+        map.get_or_insert_with(ep.clone(), || Breaker::new(&self.cfg), Breaker::is_fresh)
+            .record(health, was_probe, now)
     }
 
     /// Every known endpoint and its state, sorted by endpoint.
@@ -164,6 +164,16 @@ impl Breakers {
     #[cfg(test)]
     /// How many endpoints' breakers are in state `s`.
     pub(crate) fn count_in(&self, s: BreakerState) -> usize {
-        self.map.lock().values().filter(|b| b.state() == s).count()
+        self.map
+            .lock()
+            .iter()
+            .filter(|(_, b)| b.state() == s)
+            .count()
+    }
+
+    #[cfg(test)]
+    /// How many endpoints have a breaker.
+    pub(crate) fn len(&self) -> usize {
+        self.map.lock().len()
     }
 }

@@ -310,6 +310,12 @@ impl Breaker {
         }
     }
 
+    /// Whether this breaker is what [`Breaker::new`] makes: closed, no
+    /// failures counted. Such a breaker can be forgotten and made again.
+    pub(crate) fn is_fresh(&self) -> bool {
+        self.phase == Phase::Closed { failures: 0 }
+    }
+
     /// Asks to send one request at `now`. An open breaker whose cooldown has ended turns
     /// half-open here, and that transition is returned. A half-open breaker with every
     /// probe slot taken rejects until `now + min(cooldown, 1s)`.

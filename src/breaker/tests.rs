@@ -166,6 +166,32 @@ fn breakers_are_per_endpoint_and_snapshot_sorted() {
     assert!(off.snapshot().is_empty());
 }
 
+#[test]
+fn breakers_forget_healthy_endpoints_but_never_failing_ones() {
+    let t0 = Instant::now();
+    let map = Breakers::new(BreakerConfig::default().failure_threshold(2));
+    let failing: Vec<_> = (0..10)
+        .map(|i| Endpoint::new("https", &format!("down{i}.example"), 443))
+        .collect();
+    for ep in &failing {
+        map.record(ep, Failure, false, t0);
+    }
+    map.record(&failing[0], Failure, false, t0); // opens one, the rest count 1 failure
+    // Ten thousand distinct healthy endpoints, one webhook each.
+    for i in 0..10_000 {
+        let ep = Endpoint::new("https", &format!("tenant{i}.example"), 443);
+        assert_eq!(map.admit(&ep, t0).0, Admission::Allowed);
+        assert_eq!(map.record(&ep, Success, false, t0), None);
+    }
+    assert!(map.len() <= crate::bounded::PRUNE_FROM, "{}", map.len());
+    // Every failing endpoint kept its state.
+    assert!(rejected(map.admit(&failing[0], t0).0));
+    for ep in &failing[1..] {
+        assert_eq!(map.record(ep, Failure, false, t0), tr(Closed, Open), "{ep}");
+    }
+    assert_eq!(map.count_in(Open), 10);
+}
+
 /// The specification restated as plainly as possible, time in ms after a base.
 #[derive(Debug, Default)]
 struct Model {

@@ -1,6 +1,5 @@
 //! [`DispatcherBuilder`]: configuration, and starting the dispatcher.
 
-use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -9,6 +8,7 @@ use parking_lot::Mutex;
 
 use super::dispatcher::Dispatcher;
 use super::handle::DispatchHandle;
+use crate::bounded::{MAX_GONE_URLS, PrunedMap, RecentSet};
 use crate::breaker::{BreakerConfig, Breakers};
 use crate::bulkhead::Bulkheads;
 use crate::clock::{Clock, SystemClock};
@@ -496,11 +496,11 @@ impl DispatcherBuilder {
             epoch: self.clock.now(),
             clock: self.clock,
             hooks: self.hooks,
-            breaker_warnings: Mutex::new(HashMap::new()),
+            breaker_warnings: Mutex::new(PrunedMap::new()),
             warn_interval: self.warn_interval,
             sink: self.sink,
             unsaved: MemoryDeadLetters::new(),
-            gone: Mutex::new(HashSet::new()),
+            gone: Mutex::new(RecentSet::new(MAX_GONE_URLS)),
             counters: Counters::default(),
             delay,
             bulkheads,

@@ -1,7 +1,6 @@
 //! What a worker does with one delivery: ask the endpoint's breaker, send,
 //! classify, then deliver, retry later, defer, or dead-letter.
 
-use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,6 +8,7 @@ use std::time::{Instant, SystemTime};
 
 use parking_lot::Mutex;
 
+use crate::bounded::{PrunedMap, RecentSet};
 use crate::breaker::{Admission, BreakerState, Breakers, Endpoint, Health, Transition};
 use crate::bulkhead::{self, Bulkheads};
 use crate::clock::Clock;
@@ -104,15 +104,15 @@ pub(crate) struct Engine {
     pub(crate) sink: Option<Arc<dyn DeadLetterSink>>,
     /// Letters with nowhere else to go: no sink, or the sink failed.
     pub(crate) unsaved: MemoryDeadLetters,
-    /// URLs that answered 410 Gone.
-    pub(crate) gone: Mutex<HashSet<Arc<str>>>,
+    /// URLs that answered 410 Gone, the most recent `MAX_GONE_URLS`.
+    pub(crate) gone: Mutex<RecentSet>,
     pub(crate) counters: Counters,
     pub(crate) delay: DelayQueue<Delivery>,
     /// At most so many deliveries per endpoint hold a worker at once.
     pub(crate) bulkheads: Bulkheads<Delivery>,
     pub(crate) hooks: Hooks,
     /// When each endpoint's "breaker opened" warning may be logged again.
-    pub(crate) breaker_warnings: Mutex<std::collections::HashMap<Endpoint, Arc<RateLimit>>>,
+    pub(crate) breaker_warnings: Mutex<PrunedMap<Endpoint, Arc<RateLimit>>>,
     pub(crate) warn_interval: std::time::Duration,
     pub(crate) epoch: Instant,
 }
@@ -219,7 +219,7 @@ impl Engine {
 
     fn failed(&self, mut d: Delivery, failure: Failure) {
         if failure.gone {
-            self.gone.lock().insert(d.webhook.url().into());
+            self.gone.lock().insert(d.webhook.url());
         }
         let now = self.clock.now();
         let elapsed = now.saturating_duration_since(d.accepted_at);
@@ -406,12 +406,6 @@ impl Engine {
             t.to
         );
         if t.to == BreakerState::Open {
-            let limit = Arc::clone(
-                self.breaker_warnings
-                    .lock()
-                    .entry(endpoint.clone())
-                    .or_insert_with(|| Arc::new(RateLimit::new())),
-            );
             let now = u64::try_from(
                 self.clock
                     .now()
@@ -419,6 +413,12 @@ impl Engine {
                     .as_nanos(),
             )
             .unwrap_or(u64::MAX);
+            // A limiter whose interval is over equals a new one.
+            let limit = Arc::clone(self.breaker_warnings.lock().get_or_insert_with(
+                endpoint.clone(),
+                || Arc::new(RateLimit::new()),
+                |limit| limit.is_idle(now),
+            ));
             if limit.allow(now, self.warn_interval) {
                 log::warn!(
                     target: "hookpool",

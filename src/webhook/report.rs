@@ -60,9 +60,12 @@ pub struct DispatchStats {
     /// parked. (Refusals because the queue itself was full are in
     /// `pool.rejected`.)
     pub rejected_endpoint_full: u64,
-    /// URLs that answered 410 Gone; webhooks to them are dead-lettered.
+    /// URLs remembered as having answered 410 Gone (the most recent 4,096);
+    /// webhooks to them are dead-lettered without a request.
     pub gone_endpoints: usize,
-    /// Each endpoint seen so far and its breaker's state.
+    /// Each endpoint seen so far and its breaker's state. Once about a
+    /// thousand endpoints are known, those whose breaker remembers nothing
+    /// (closed, no failures) may be left out; failing ones never are.
     pub endpoints: Vec<EndpointStats>,
 }
 
