@@ -161,8 +161,17 @@ impl<T: Send + 'static> DelayQueue<T> {
     }
 
     /// Items waiting.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.shared.state.lock().heap.len()
+    }
+
+    /// Items waiting, as (those for which `pred` holds, the others), counted
+    /// in one pass under the lock, so that no item is in both or neither.
+    pub(crate) fn count_split(&self, pred: impl Fn(&T) -> bool) -> (usize, usize) {
+        let state = self.shared.state.lock();
+        let matching = state.heap.iter().filter(|e| pred(&e.item)).count();
+        (matching, state.heap.len() - matching)
     }
 
     /// Stops the thread, joins it, and returns every item still waiting.
@@ -223,6 +232,7 @@ mod tests {
         q.schedule(t0 + Duration::from_secs(20), 2).unwrap();
         q.schedule(t0 + Duration::from_secs(20), 22).unwrap();
         assert_eq!(q.len(), 4);
+        assert_eq!(q.count_split(|n| *n >= 3), (2, 2));
 
         clock.advance(Duration::from_secs(20));
         let got: Vec<u32> = (0..3)

@@ -651,6 +651,39 @@ fn a_fixed_per_endpoint_limit_parks_the_rest_and_shutdown_delivers_them() {
 }
 
 #[test]
+fn a_parked_webhook_on_its_way_to_a_worker_is_not_a_retry() {
+    let gate = common::Gate::default();
+    let held = gate.clone();
+    let server = TestServer::start(move |_| {
+        held.wait();
+        Reply::Status(204)
+    });
+    let hooks = builder("bulkhead-accounting")
+        .workers(2)
+        .max_in_flight_per_endpoint(1)
+        .build()
+        .unwrap();
+    for n in 0..100 {
+        hooks.try_send(hook(&server, "/one-by-one", n)).unwrap();
+    }
+    assert!(wait_until(BOUND, || hooks.stats().parked == 99));
+    gate.open();
+    // Each released webhook passes through the delay queue; it stays
+    // counted as parked there, never as waiting for a retry (no retries
+    // happen here). Polling catches a webhook in transit in most runs.
+    assert!(wait_until(BOUND, || {
+        let s = hooks.stats();
+        assert_eq!(s.waiting_retries, 0, "{s:?}");
+        assert!(s.parked <= 99, "{s:?}");
+        s.delivered == 100
+    }));
+    let s = hooks.stats();
+    assert_eq!((s.parked, s.waiting_retries), (0, 0));
+    let report = hooks.shutdown();
+    assert_eq!((report.stats.parked, report.stats.waiting_retries), (0, 0));
+}
+
+#[test]
 fn a_stalled_endpoint_parks_at_most_the_queue_capacity_then_only_it_is_refused() {
     let slow = TestServer::start(|_| Reply::Hang);
     let fast = TestServer::start(|_| Reply::Status(204));

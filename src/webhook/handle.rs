@@ -152,6 +152,12 @@ impl DispatchHandle {
 /// The dispatcher's counters around a pool snapshot.
 pub(super) fn snapshot(engine: &Engine, pool: Stats) -> DispatchStats {
     let c = &engine.counters;
+    // A delivery released from its bulkhead passes through the delay queue
+    // on its way to a worker: it is still parked, not waiting for a retry.
+    // Read before the bulkheads, so one moving from there to here in
+    // between is missed rather than counted twice.
+    let (released, waiting_retries) = engine.delay.count_split(|d| d.holds_slot);
+    let parked = engine.bulkheads.parked() + released;
     // Finals first, then accepted, so `accepted >= delivered + dead_lettered`.
     let delivered = c.delivered.load(Ordering::SeqCst);
     let dead_lettered = c.dead_lettered.load(Ordering::SeqCst);
@@ -174,8 +180,8 @@ pub(super) fn snapshot(engine: &Engine, pool: Stats) -> DispatchStats {
         delivery_latency,
         retried: c.retried.load(Ordering::Relaxed),
         deferred_by_breaker: c.deferred_by_breaker.load(Ordering::Relaxed),
-        waiting_retries: engine.delay.len(),
-        parked: engine.bulkheads.parked(),
+        waiting_retries,
+        parked,
         rejected_endpoint_full: c.rejected_endpoint_full.load(Ordering::Relaxed),
         gone_endpoints: engine.gone.lock().len(),
         endpoints: engine

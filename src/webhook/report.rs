@@ -53,7 +53,8 @@ pub struct DispatchStats {
     pub waiting_retries: usize,
     /// Webhooks waiting for a free slot at their endpoint
     /// ([`max_in_flight_per_endpoint`](crate::DispatcherBuilder::max_in_flight_per_endpoint)),
-    /// holding no worker.
+    /// holding no worker, including those given a slot and on their way
+    /// back to a worker.
     pub parked: usize,
     /// Webhooks refused with [`SubmitError::Full`](crate::SubmitError::Full)
     /// because their endpoint already had a queue's capacity of webhooks
