@@ -321,6 +321,20 @@ struct Progress {
 /// The delivery rate is measured over about this long.
 const RATE_WINDOW: Duration = Duration::from_secs(3);
 
+/// The progress line. Parked only shows when there is any: replayed letters
+/// may go to several endpoints, each limited to part of the workers.
+fn progress_message(rate: f64, s: &DispatchStats, invalid: u64) -> String {
+    let parked = if s.parked > 0 {
+        format!(", parked {}", s.parked)
+    } else {
+        String::new()
+    };
+    format!(
+        "{rate:.1}/s, delivered {}, retrying {}{parked}, dead-lettered {}, accepted {}, invalid {invalid}",
+        s.delivered, s.waiting_retries, s.dead_lettered, s.accepted
+    )
+}
+
 impl Progress {
     fn new() -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
@@ -358,10 +372,7 @@ impl Progress {
         } else {
             0.0
         };
-        bar.set_message(format!(
-            "{rate:.1}/s, delivered {}, retrying {}, dead-lettered {}, accepted {}, invalid {invalid}",
-            s.delivered, s.waiting_retries, s.dead_lettered, s.accepted
-        ));
+        bar.set_message(progress_message(rate, &s, invalid));
     }
 
     fn note(&self, text: &str) {
@@ -380,5 +391,25 @@ fn note(bar: Option<&ProgressBar>, text: &str) {
     match bar {
         Some(bar) => bar.suspend(|| eprintln!("hookpool: {text}")),
         None => eprintln!("hookpool: {text}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_progress_line_shows_parked_webhooks_only_when_there_are_some() {
+        let mut s = DispatchStats::default();
+        (s.delivered, s.waiting_retries, s.dead_lettered, s.accepted) = (7, 2, 1, 12);
+        assert_eq!(
+            progress_message(3.25, &s, 4),
+            "3.2/s, delivered 7, retrying 2, dead-lettered 1, accepted 12, invalid 4"
+        );
+        s.parked = 2;
+        assert_eq!(
+            progress_message(3.25, &s, 4),
+            "3.2/s, delivered 7, retrying 2, parked 2, dead-lettered 1, accepted 12, invalid 4"
+        );
     }
 }
