@@ -112,7 +112,7 @@ pub(crate) struct Engine {
     pub(crate) bulkheads: Bulkheads<Delivery>,
     pub(crate) hooks: Hooks,
     /// When each endpoint's "breaker opened" warning may be logged again.
-    pub(crate) breaker_warnings: Mutex<PrunedMap<Endpoint, Arc<RateLimit>>>,
+    pub(crate) breaker_warnings: Mutex<PrunedMap<Endpoint, RateLimit>>,
     pub(crate) warn_interval: std::time::Duration,
     pub(crate) epoch: Instant,
 }
@@ -393,6 +393,21 @@ impl Engine {
         text
     }
 
+    /// Whether the "breaker opened" warning for `endpoint` may be logged at
+    /// `now_nanos` (since `epoch`). The limiter is asked while the map's lock
+    /// is held: asked after the lock is released, a limiter could be pruned
+    /// as idle by another thread's insert in between, and the interval it
+    /// then starts would be lost, letting a second warning through early.
+    fn breaker_warning_due(&self, endpoint: &Endpoint, now_nanos: u64) -> bool {
+        // A limiter whose interval is over equals a new one.
+        self.breaker_warnings
+            .lock()
+            .get_or_insert_with(endpoint.clone(), RateLimit::new, |limit| {
+                limit.is_idle(now_nanos)
+            })
+            .allow(now_nanos, self.warn_interval)
+    }
+
     /// Logs a breaker transition (info), warns when one opens (rate-limited
     /// per endpoint), and calls the hook. The breaker's lock is already
     /// released.
@@ -413,13 +428,7 @@ impl Engine {
                     .as_nanos(),
             )
             .unwrap_or(u64::MAX);
-            // A limiter whose interval is over equals a new one.
-            let limit = Arc::clone(self.breaker_warnings.lock().get_or_insert_with(
-                endpoint.clone(),
-                || Arc::new(RateLimit::new()),
-                |limit| limit.is_idle(now),
-            ));
-            if limit.allow(now, self.warn_interval) {
+            if self.breaker_warning_due(endpoint, now) {
                 log::warn!(
                     target: "hookpool",
                     "{}: circuit breaker opened for {endpoint}; its webhooks wait until it recovers",
@@ -493,5 +502,44 @@ impl Drop for Admitted<'_> {
                 Instant::now(),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::Dispatcher;
+    use crate::breaker::Endpoint;
+
+    const SEC: u64 = 1_000_000_000;
+
+    /// A limiter inside its interval survives every prune; once idle it may
+    /// go, and the map stays bounded.
+    #[test]
+    fn breaker_warnings_are_limited_across_prunes_and_stay_bounded() {
+        let hooks = Dispatcher::builder()
+            .workers(1)
+            .warn_interval(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let engine = &hooks.handle.engine;
+        let ep = |i: u64| Endpoint::new("https", &format!("e{i}.example"), 443);
+        assert!(engine.breaker_warning_due(&ep(0), SEC));
+        // Two thousand other endpoints open within the interval: prunes at
+        // 1024 entries, none of which may forget endpoint 0's limiter.
+        for i in 1..2_000 {
+            assert!(engine.breaker_warning_due(&ep(i), SEC + i));
+        }
+        assert!(!engine.breaker_warning_due(&ep(0), 2 * SEC));
+        // After the interval every limiter is idle: the prune at 2048
+        // entries drops them all, and endpoint 0 may warn again.
+        let later = 40 * SEC;
+        for i in 2_000..2_100 {
+            assert!(engine.breaker_warning_due(&ep(i), later));
+        }
+        assert!(engine.breaker_warnings.lock().len() <= 100);
+        assert!(engine.breaker_warning_due(&ep(0), later));
+        let _ = hooks.shutdown_timeout(Duration::ZERO);
     }
 }
