@@ -7,8 +7,11 @@
 //!
 //! - [`PrunedMap`] drops entries that a fresh one would equal (a closed
 //!   breaker with no failures, a warning limiter whose interval is over) once
-//!   the map reaches a size, so it holds at most about twice the entries
-//!   that still carry information, and never fewer than [`PRUNE_FROM`].
+//!   the map reaches a size: [`PRUNE_FROM`] entries, or twice what the
+//!   last prune kept if that is more. So it holds at most the larger of
+//!   [`PRUNE_FROM`] and twice the entries that carried information at the
+//!   last prune (they may since have turned fresh: the size a burst of
+//!   failing endpoints set stays until the map next reaches it).
 //! - [`RecentSet`] keeps the last [`MAX_GONE_URLS`] gone URLs. Forgetting one
 //!   costs one more request, which answers 410 again and is remembered again.
 
