@@ -179,8 +179,7 @@ impl GateSlot {
 
     /// Whether this send should be stamped. A plain load and store: when a
     /// handle is shared between threads the sampling is approximate, which
-    /// is all it needs to be. With sampling off the countdown starts at
-    /// `u64::MAX` and never reaches zero.
+    /// is all it needs to be.
     #[inline]
     pub(crate) fn stamp_this_one(&self) -> bool {
         let left = self.stamp_countdown.load(Ordering::Relaxed);
@@ -188,9 +187,11 @@ impl GateSlot {
             self.stamp_countdown.store(left - 1, Ordering::Relaxed);
             return false;
         }
+        // With sampling off (`stamp_every` 0) the countdown starts again
+        // from `u64::MAX`, so 0 means never, however long the pool runs.
         self.stamp_countdown
-            .store(self.stamp_every.saturating_sub(1), Ordering::Relaxed);
-        true
+            .store(self.stamp_every.wrapping_sub(1), Ordering::Relaxed);
+        self.stamp_every != 0
     }
 }
 
@@ -466,6 +467,21 @@ impl Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stamp_countdown_measures_the_first_then_one_in_n_and_zero_never() {
+        let picks = |gate: &GateSlot, sends: usize| -> Vec<usize> {
+            (0..sends).filter(|_| gate.stamp_this_one()).collect()
+        };
+        let gate = GateSlot::new(3);
+        assert_eq!(picks(&gate, 10), [0, 3, 6, 9]);
+        assert_eq!(picks(&GateSlot::new(1), 4), [0, 1, 2, 3]);
+        let off = GateSlot::new(0);
+        assert!(picks(&off, 1000).is_empty());
+        // Even when the countdown from u64::MAX runs out.
+        off.stamp_countdown.store(1, Ordering::Relaxed);
+        assert!(picks(&off, 1000).is_empty());
+    }
 
     #[test]
     fn every_duration_lands_in_the_bucket_whose_bounds_hold_it() {
