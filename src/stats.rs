@@ -43,8 +43,10 @@ pub struct Stats {
     pub queue_wait: Histogram,
     /// Time jobs spent in the handler.
     pub run_time: Histogram,
-    /// The deepest the queue has been, as seen by workers taking jobs and
-    /// by this snapshot.
+    /// The deepest the queue has been, as seen by workers on every eighth
+    /// job they take (so within eight jobs per worker of the peak), by every
+    /// submission refused for a full queue (the capacity), by sampled
+    /// submissions, and by this snapshot.
     pub queue_high_water: usize,
     /// Worker threads currently alive (the configured count while running).
     pub workers: usize,

@@ -169,6 +169,44 @@ fn dispatcher_counters_are_exact_after_a_scripted_run() {
     assert_eq!(v["pool"]["submitted"], 9);
 }
 
+/// A one-worker pool whose worker is held inside job 0 while `queued` more
+/// jobs wait; then, with `refuse`, one more submission is refused. Returns
+/// the high-water mark after shutdown.
+fn high_water_after(capacity: usize, queued: u32, refuse: bool) -> usize {
+    let gate = Gate::default();
+    let hold = gate.clone();
+    let pool = Pool::builder()
+        .workers(1)
+        .queue_capacity(capacity)
+        .build(move |n: u32| {
+            if n == 0 {
+                hold.wait();
+            }
+            Ok::<(), String>(())
+        })
+        .unwrap();
+    pool.try_submit(0).unwrap();
+    assert!(wait_until(BOUND, || pool.stats().active == 1));
+    for n in 1..=queued {
+        pool.try_submit(n).unwrap();
+    }
+    if refuse {
+        assert!(pool.try_submit(u32::MAX).unwrap_err().is_full());
+    }
+    gate.open();
+    pool.shutdown().stats.queue_high_water
+}
+
+#[test]
+fn the_high_water_mark_is_within_eight_jobs_per_worker_and_exact_when_full() {
+    // Workers read the depth on every eighth job: 40 waiting jobs are seen
+    // as at least 40 - 8 (the worker's next reading comes within 8 jobs).
+    let seen = high_water_after(64, 40, false);
+    assert!((32..=40).contains(&seen), "{seen}");
+    // A refusal for a full queue records the capacity itself.
+    assert_eq!(high_water_after(16, 16, true), 16);
+}
+
 /// Queue waits measured with each sampling setting: `n` sends through one
 /// handle of a one-worker pool.
 fn queue_waits_measured(sampling: Option<u32>, n: u32) -> u64 {

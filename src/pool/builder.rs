@@ -3,7 +3,7 @@
 use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::thread;
 use std::time::Duration;
 
@@ -367,6 +367,7 @@ impl PoolBuilder {
             panic_handler: self.panic_handler,
             monitor: Monitor::new(self.warn_interval),
             sample_every: self.sample_every,
+            high_water: AtomicUsize::new(0),
             closed_signal: Mutex::new(None),
         });
         let returned = Arc::new(Mutex::new(Vec::new()));

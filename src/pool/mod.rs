@@ -26,7 +26,7 @@
 use std::fmt;
 use std::num::NonZeroU64;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -88,6 +88,10 @@ struct Shared {
     workers: Box<[CachePadded<WorkerSlot>]>,
     panic_handler: Option<PanicHandler>,
     monitor: Monitor,
+    /// The deepest the queue has been as submitters saw it: the capacity
+    /// once a submission was refused for a full queue, and the depth after
+    /// each sampled submission. Workers keep their own marks.
+    high_water: AtomicUsize,
     /// Each handle measures the queue wait of one submission in this many
     /// (0: none).
     sample_every: u32,
@@ -130,7 +134,10 @@ impl Shared {
             slot.queue_wait.add_to(&mut s.queue_wait);
             slot.run_time.add_to(&mut s.run_time);
         }
-        s.queue_high_water = s.queue_high_water.max(queued);
+        s.queue_high_water = s
+            .queue_high_water
+            .max(self.high_water.load(Ordering::Relaxed))
+            .max(queued);
         let gates = self.gates.lock();
         s.submitted = gates.retired_submitted;
         s.rejected = gates.retired_rejected;
@@ -139,6 +146,12 @@ impl Shared {
             s.rejected += gate.rejected.load(Ordering::Relaxed);
         }
         s
+    }
+
+    /// Raises the submitters' high-water mark to `depth`. Called on cold
+    /// paths only: refusals and sampled submissions.
+    fn note_depth(&self, depth: usize) {
+        self.high_water.fetch_max(depth, Ordering::Relaxed);
     }
 
     /// The load right now, for saturation checks.

@@ -128,7 +128,10 @@ impl<J> Submitter<J> {
             job,
             enqueued: Some(now),
         })
-        .map(|()| self.tick(now))
+        .map(|()| {
+            self.shared.note_depth(self.tx.len());
+            self.tick(now);
+        })
         .map_err(|e| self.refused_job(e))
     }
 
@@ -140,6 +143,7 @@ impl<J> Submitter<J> {
         bump(&self.gate.rejected);
         if e.is_full() {
             let shared = &self.shared;
+            shared.note_depth(shared.capacity);
             shared
                 .monitor
                 .check_now(&shared.name, shared.load(self.tx.len()));
