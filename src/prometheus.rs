@@ -134,7 +134,7 @@ impl Exposition {
         );
         self.gauge(
             "hookpool_queue_high_water",
-            "The deepest the queue has been since the pool started (read by workers every eighth job, and at every refusal for a full queue).",
+            "The deepest the queue has been since the pool started (read by workers every eighth job, and whenever a submission finds the queue full).",
             &l,
             stats.queue_high_water as u64,
         );

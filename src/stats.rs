@@ -45,8 +45,9 @@ pub struct Stats {
     pub run_time: Histogram,
     /// The deepest the queue has been, as seen by workers on every eighth
     /// job they take (so within eight jobs per worker of the peak), by every
-    /// submission refused for a full queue (the capacity), by sampled
-    /// submissions, and by this snapshot.
+    /// submission that found the queue full, refused or waiting in
+    /// `submit_timeout` (the capacity), by sampled submissions, by a
+    /// shutdown deadline taking jobs back, and by this snapshot.
     pub queue_high_water: usize,
     /// Worker threads currently alive (the configured count while running).
     pub workers: usize,

@@ -207,6 +207,68 @@ fn the_high_water_mark_is_within_eight_jobs_per_worker_and_exact_when_full() {
     assert_eq!(high_water_after(16, 16, true), 16);
 }
 
+#[test]
+fn a_submit_timeout_that_waited_for_a_full_queue_records_the_capacity() {
+    // The queue fills, and a `submit_timeout` waits for room and then gets
+    // in: the queue was full, so the mark is the capacity, as for a refusal.
+    let gate = Gate::default();
+    let hold = gate.clone();
+    let pool = Pool::builder()
+        .workers(1)
+        .queue_capacity(16)
+        .build(move |n: u32| {
+            if n == 0 {
+                hold.wait();
+            }
+            Ok::<(), String>(())
+        })
+        .unwrap();
+    pool.try_submit(0).unwrap();
+    assert!(wait_until(BOUND, || pool.stats().active == 1));
+    for n in 1..=16 {
+        pool.try_submit(n).unwrap();
+    }
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // Long enough for the submission below to find the queue full.
+            std::thread::sleep(Duration::from_millis(200));
+            gate.open();
+        });
+        pool.submit_timeout(17, BOUND).unwrap();
+    });
+    let stats = pool.shutdown().stats;
+    assert_eq!(stats.succeeded, 18);
+    assert_eq!(stats.queue_high_water, 16);
+}
+
+#[test]
+fn jobs_handed_back_at_a_shutdown_deadline_still_count_towards_the_high_water_mark() {
+    // The only worker hangs in job 0 with 40 jobs waiting; at the deadline
+    // they come back unstarted, never seen by a worker.
+    let gate = Gate::default();
+    let hold = gate.clone();
+    let pool = Pool::builder()
+        .workers(1)
+        .queue_capacity(64)
+        .build(move |n: u32| {
+            if n == 0 {
+                hold.wait();
+            }
+            Ok::<(), String>(())
+        })
+        .unwrap();
+    pool.try_submit(0).unwrap();
+    assert!(wait_until(BOUND, || pool.stats().active == 1));
+    for n in 1..=40 {
+        pool.try_submit(n).unwrap();
+    }
+    let mut report = pool.shutdown_timeout(Duration::from_millis(50));
+    assert_eq!((report.unstarted.len(), report.still_running), (40, 1));
+    assert_eq!(report.stats.queue_high_water, 40);
+    gate.open();
+    assert_eq!(report.wait_running(BOUND), 0);
+}
+
 /// Queue waits measured with each sampling setting: `n` sends through one
 /// handle of a one-worker pool.
 fn queue_waits_measured(sampling: Option<u32>, n: u32) -> u64 {

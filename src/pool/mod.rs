@@ -89,8 +89,9 @@ struct Shared {
     panic_handler: Option<PanicHandler>,
     monitor: Monitor,
     /// The deepest the queue has been as submitters saw it: the capacity
-    /// once a submission was refused for a full queue, and the depth after
-    /// each sampled submission. Workers keep their own marks.
+    /// once a submission found the queue full (refused, or waiting in
+    /// `submit_timeout`), the depth after each sampled submission, and the
+    /// jobs taken back at a shutdown deadline. Workers keep their own marks.
     high_water: AtomicUsize,
     /// Each handle measures the queue wait of one submission in this many
     /// (0: none).
@@ -149,9 +150,14 @@ impl Shared {
     }
 
     /// Raises the submitters' high-water mark to `depth`. Called on cold
-    /// paths only: refusals and sampled submissions.
+    /// paths only: a full queue, sampled submissions, and jobs taken back
+    /// at a shutdown deadline.
     fn note_depth(&self, depth: usize) {
-        self.high_water.fetch_max(depth, Ordering::Relaxed);
+        // A plain load first keeps the line shared once the mark is reached
+        // (a full queue seen by every blocked `submit_timeout`).
+        if self.high_water.load(Ordering::Relaxed) < depth {
+            self.high_water.fetch_max(depth, Ordering::Relaxed);
+        }
     }
 
     /// The load right now, for saturation checks.
@@ -523,6 +529,8 @@ fn abort<J>(
             let _ = h.join();
         }
     }
+    // These jobs leave the queue without a worker reading its depth.
+    shared.note_depth(rx.len());
     unstarted.extend(rx.try_iter().map(|env| env.job));
     if running > 0 {
         log::warn!(

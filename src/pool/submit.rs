@@ -216,16 +216,26 @@ impl<J> Submitter<J> {
         // The clock is read for the deadline only once the queue is full.
         let mut deadline = None;
         let backoff = Backoff::new();
+        let mut found_full = false;
         loop {
             let stamp = env.enqueued;
             match self.send_once(env) {
                 Ok(()) => {
                     if let Some(now) = stamp {
+                        self.shared.note_depth(self.tx.len());
                         self.tick(now);
                     }
                     return Ok(());
                 }
-                Err(SubmitError::Full(back)) => env = back,
+                Err(SubmitError::Full(back)) => {
+                    env = back;
+                    // The queue filled: the high-water mark is its capacity,
+                    // whether or not room frees before the deadline.
+                    if !found_full {
+                        found_full = true;
+                        self.shared.note_depth(self.shared.capacity);
+                    }
+                }
                 Err(closed) => return Err(self.refused_job(closed)),
             }
             // A slot usually frees within microseconds: spin before parking.
