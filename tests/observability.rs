@@ -169,15 +169,15 @@ fn dispatcher_counters_are_exact_after_a_scripted_run() {
     assert_eq!(v["pool"]["submitted"], 9);
 }
 
-/// A one-worker pool whose worker is held inside job 0 while `queued` more
-/// jobs wait; then, with `refuse`, one more submission is refused. Returns
-/// the high-water mark after shutdown.
-fn high_water_after(capacity: usize, queued: u32, refuse: bool) -> usize {
+/// A one-worker pool named `name`, its worker held inside job 0 (until the
+/// returned gate opens) while jobs 1 to `queued` wait in the queue.
+fn held_pool(name: &str, capacity: usize, queued: u32) -> (Pool<u32>, Gate) {
     let gate = Gate::default();
     let hold = gate.clone();
     let pool = Pool::builder()
         .workers(1)
         .queue_capacity(capacity)
+        .name(name)
         .build(move |n: u32| {
             if n == 0 {
                 hold.wait();
@@ -190,48 +190,36 @@ fn high_water_after(capacity: usize, queued: u32, refuse: bool) -> usize {
     for n in 1..=queued {
         pool.try_submit(n).unwrap();
     }
-    if refuse {
-        assert!(pool.try_submit(u32::MAX).unwrap_err().is_full());
-    }
-    gate.open();
-    pool.shutdown().stats.queue_high_water
+    (pool, gate)
 }
 
 #[test]
 fn the_high_water_mark_is_within_eight_jobs_per_worker_and_exact_when_full() {
     // Workers read the depth on every eighth job: 40 waiting jobs are seen
     // as at least 40 - 8 (the worker's next reading comes within 8 jobs).
-    let seen = high_water_after(64, 40, false);
+    let (pool, gate) = held_pool("hw-sampled", 64, 40);
+    gate.open();
+    let seen = pool.shutdown().stats.queue_high_water;
     assert!((32..=40).contains(&seen), "{seen}");
     // A refusal for a full queue records the capacity itself.
-    assert_eq!(high_water_after(16, 16, true), 16);
+    let (pool, gate) = held_pool("hw-refused", 16, 16);
+    assert!(pool.try_submit(u32::MAX).unwrap_err().is_full());
+    gate.open();
+    assert_eq!(pool.shutdown().stats.queue_high_water, 16);
 }
 
 #[test]
 fn a_submit_timeout_that_waited_for_a_full_queue_records_the_capacity() {
     // The queue fills, and a `submit_timeout` waits for room and then gets
     // in: the queue was full, so the mark is the capacity, as for a refusal.
-    let gate = Gate::default();
-    let hold = gate.clone();
-    let pool = Pool::builder()
-        .workers(1)
-        .queue_capacity(16)
-        .build(move |n: u32| {
-            if n == 0 {
-                hold.wait();
-            }
-            Ok::<(), String>(())
-        })
-        .unwrap();
-    pool.try_submit(0).unwrap();
-    assert!(wait_until(BOUND, || pool.stats().active == 1));
-    for n in 1..=16 {
-        pool.try_submit(n).unwrap();
-    }
+    logger::install();
+    let (pool, gate) = held_pool("hw-waited", 16, 16);
     std::thread::scope(|s| {
         s.spawn(|| {
-            // Long enough for the submission below to find the queue full.
-            std::thread::sleep(Duration::from_millis(200));
+            // Room frees only once the submission below has found the
+            // queue full and said so.
+            let waiting = || !logger::lines_containing("hw-waited: queue full").is_empty();
+            assert!(wait_until(BOUND, waiting));
             gate.open();
         });
         pool.submit_timeout(17, BOUND).unwrap();
@@ -245,23 +233,7 @@ fn a_submit_timeout_that_waited_for_a_full_queue_records_the_capacity() {
 fn jobs_handed_back_at_a_shutdown_deadline_still_count_towards_the_high_water_mark() {
     // The only worker hangs in job 0 with 40 jobs waiting; at the deadline
     // they come back unstarted, never seen by a worker.
-    let gate = Gate::default();
-    let hold = gate.clone();
-    let pool = Pool::builder()
-        .workers(1)
-        .queue_capacity(64)
-        .build(move |n: u32| {
-            if n == 0 {
-                hold.wait();
-            }
-            Ok::<(), String>(())
-        })
-        .unwrap();
-    pool.try_submit(0).unwrap();
-    assert!(wait_until(BOUND, || pool.stats().active == 1));
-    for n in 1..=40 {
-        pool.try_submit(n).unwrap();
-    }
+    let (pool, gate) = held_pool("hw-deadline", 64, 40);
     let mut report = pool.shutdown_timeout(Duration::from_millis(50));
     assert_eq!((report.unstarted.len(), report.still_running), (40, 1));
     assert_eq!(report.stats.queue_high_water, 40);

@@ -234,6 +234,7 @@ impl<J> Submitter<J> {
                     if !found_full {
                         found_full = true;
                         self.shared.note_depth(self.shared.capacity);
+                        log::trace!(target: "hookpool", "{}: queue full, waiting for room", self.shared.name);
                     }
                 }
                 Err(closed) => return Err(self.refused_job(closed)),
