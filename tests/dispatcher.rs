@@ -610,25 +610,38 @@ fn one_endpoint_alone_gets_every_worker() {
     assert_eq!(report.stats.dead_lettered, 5);
 }
 
-#[test]
-fn a_fixed_per_endpoint_limit_parks_the_rest_and_shutdown_delivers_them() {
+/// A receiver that holds every request until the returned gate opens, and
+/// a dispatcher with `workers` workers and one request at a time per
+/// endpoint that has sent it `n` webhooks: one in flight, the rest parked.
+fn one_in_flight_rest_parked(
+    name: &str,
+    workers: usize,
+    n: u64,
+) -> (TestServer, common::Gate, Dispatcher) {
     let gate = common::Gate::default();
     let held = gate.clone();
     let server = TestServer::start(move |_| {
         held.wait();
         Reply::Status(204)
     });
-    let hooks = builder("bulkhead-fixed")
-        .workers(4)
+    let hooks = builder(name)
+        .workers(workers)
         .max_in_flight_per_endpoint(1)
         .build()
         .unwrap();
-    for n in 0..6 {
-        hooks.try_send(hook(&server, "/in-order", n)).unwrap();
+    for i in 0..n {
+        hooks.try_send(hook(&server, "/one-at-a-time", i)).unwrap();
     }
-    // One request at a time, from the start, with one endpoint only.
     assert!(server.wait_for_requests(1, BOUND));
-    assert!(wait_until(BOUND, || hooks.stats().parked == 5));
+    let parked = usize::try_from(n - 1).unwrap();
+    assert!(wait_until(BOUND, || hooks.stats().parked == parked));
+    (server, gate, hooks)
+}
+
+#[test]
+fn a_fixed_per_endpoint_limit_parks_the_rest_and_shutdown_delivers_them() {
+    let (server, gate, hooks) = one_in_flight_rest_parked("bulkhead-fixed", 4, 6);
+    // One request at a time, from the start, with one endpoint only.
     assert_eq!(server.request_count(), 1);
     gate.open();
     // `shutdown` (no deadline) waits for the parked webhooks too.
@@ -652,21 +665,7 @@ fn a_fixed_per_endpoint_limit_parks_the_rest_and_shutdown_delivers_them() {
 
 #[test]
 fn a_parked_webhook_on_its_way_to_a_worker_is_not_a_retry() {
-    let gate = common::Gate::default();
-    let held = gate.clone();
-    let server = TestServer::start(move |_| {
-        held.wait();
-        Reply::Status(204)
-    });
-    let hooks = builder("bulkhead-accounting")
-        .workers(2)
-        .max_in_flight_per_endpoint(1)
-        .build()
-        .unwrap();
-    for n in 0..100 {
-        hooks.try_send(hook(&server, "/one-by-one", n)).unwrap();
-    }
-    assert!(wait_until(BOUND, || hooks.stats().parked == 99));
+    let (_server, gate, hooks) = one_in_flight_rest_parked("bulkhead-accounting", 2, 100);
     gate.open();
     // Each released webhook passes through the delay queue; it stays
     // counted as parked there, never as waiting for a retry (no retries
