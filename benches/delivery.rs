@@ -37,7 +37,7 @@ use std::time::{Duration, Instant, SystemTime};
 use hookpool::{BreakerConfig, Dispatcher, RetryPolicy, Webhook};
 use serde_json::{Value, json};
 
-use loopback::measure::{self, Tracker};
+use loopback::measure::{self, ChildArgs, Tracker};
 use loopback::{BODY, RESULT_PREFIX, Receiver};
 
 const VARIANTS: [&str; 4] = [
@@ -83,67 +83,6 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 // ---------------------------------------------------------------- children
-
-/// What a child is told. The async crate parses the same flags.
-struct ChildArgs {
-    variant: String,
-    url: String,
-    n: usize,
-    concurrency: usize,
-    warmup: usize,
-    paced: usize,
-    rate: f64,
-}
-
-impl ChildArgs {
-    fn parse(args: &[String]) -> ChildArgs {
-        let mut c = ChildArgs {
-            variant: args.first().cloned().unwrap_or_default(),
-            url: String::new(),
-            n: 20_000,
-            concurrency: 16,
-            warmup: 500,
-            paced: 0,
-            rate: 4000.0,
-        };
-        let mut it = args.iter().skip(1);
-        while let (Some(k), Some(v)) = (it.next(), it.next()) {
-            match k.as_str() {
-                "--url" => c.url = v.clone(),
-                "--n" => c.n = v.parse().expect("--n"),
-                "--concurrency" => c.concurrency = v.parse().expect("--concurrency"),
-                "--warmup" => c.warmup = v.parse().expect("--warmup"),
-                "--paced" => c.paced = v.parse().expect("--paced"),
-                "--rate" => c.rate = v.parse().expect("--rate"),
-                other => panic!("unknown flag {other}"),
-            }
-        }
-        assert!(
-            c.rate.is_finite() && c.rate > 0.0,
-            "--rate must be above 0, not {}",
-            c.rate
-        );
-        c
-    }
-
-    fn to_flags(&self) -> Vec<String> {
-        vec![
-            self.variant.clone(),
-            "--url".into(),
-            self.url.clone(),
-            "--n".into(),
-            self.n.to_string(),
-            "--concurrency".into(),
-            self.concurrency.to_string(),
-            "--warmup".into(),
-            self.warmup.to_string(),
-            "--paced".into(),
-            self.paced.to_string(),
-            "--rate".into(),
-            self.rate.to_string(),
-        ]
-    }
-}
 
 /// Waits (bounded) until `count` webhooks have finished.
 fn wait_for(t: &Tracker, count: usize) {

@@ -1,6 +1,6 @@
-//! How every delivery variant is measured, in one place: the body sent,
-//! submission and completion times per webhook, and the readings from
-//! `/proc`. Plain std, so that both `benches/delivery.rs` (through
+//! How every delivery variant is run and measured, in one place: the flags
+//! each child is given, the body sent, submission and completion times per
+//! webhook, and the readings from `/proc`. Plain std, so that both `benches/delivery.rs` (through
 //! `loopback`) and the tokio crate in `benches/async-variant` (by path)
 //! compile this same file: the variants cannot drift apart in what they
 //! count.
@@ -116,4 +116,70 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     }
     let rank = (q * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// What a child variant is told, as command-line flags: written by
+/// `benches/delivery.rs`, parsed by each child, hookpool's and the tokio
+/// crate's alike.
+pub struct ChildArgs {
+    pub variant: String,
+    pub url: String,
+    pub n: usize,
+    pub concurrency: usize,
+    pub warmup: usize,
+    pub paced: usize,
+    pub rate: f64,
+}
+
+impl ChildArgs {
+    /// Parses the flags after the program name.
+    pub fn parse(args: &[String]) -> ChildArgs {
+        let mut c = ChildArgs {
+            variant: args.first().cloned().unwrap_or_default(),
+            url: String::new(),
+            n: 20_000,
+            concurrency: 16,
+            warmup: 500,
+            paced: 0,
+            rate: 4000.0,
+        };
+        let mut it = args.iter().skip(1);
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            match k.as_str() {
+                "--url" => c.url = v.clone(),
+                "--n" => c.n = v.parse().expect("--n"),
+                "--concurrency" => c.concurrency = v.parse().expect("--concurrency"),
+                "--warmup" => c.warmup = v.parse().expect("--warmup"),
+                "--paced" => c.paced = v.parse().expect("--paced"),
+                "--rate" => c.rate = v.parse().expect("--rate"),
+                other => panic!("unknown flag {other}"),
+            }
+        }
+        assert!(
+            c.rate.is_finite() && c.rate > 0.0,
+            "--rate must be above 0, not {}",
+            c.rate
+        );
+        c
+    }
+
+    /// The flags that `parse` reads back. Only the orchestrator writes them.
+    #[allow(dead_code)]
+    pub fn to_flags(&self) -> Vec<String> {
+        vec![
+            self.variant.clone(),
+            "--url".into(),
+            self.url.clone(),
+            "--n".into(),
+            self.n.to_string(),
+            "--concurrency".into(),
+            self.concurrency.to_string(),
+            "--warmup".into(),
+            self.warmup.to_string(),
+            "--paced".into(),
+            self.paced.to_string(),
+            "--rate".into(),
+            self.rate.to_string(),
+        ]
+    }
 }

@@ -21,50 +21,7 @@ use tokio::sync::{Mutex, Semaphore, mpsc};
 // The same measurement code as the other variants: one file, compiled here by path.
 #[path = "../../loopback/measure.rs"]
 mod measure;
-use measure::{BODY, Tracker, cpu_time_ms, peak_rss_kib, quantile};
-
-struct Args {
-    variant: String,
-    url: String,
-    n: usize,
-    concurrency: usize,
-    warmup: usize,
-    paced: usize,
-    rate: f64,
-}
-
-impl Args {
-    fn parse() -> Args {
-        let args: Vec<String> = std::env::args().skip(1).collect();
-        let mut a = Args {
-            variant: args.first().cloned().unwrap_or_default(),
-            url: String::new(),
-            n: 20_000,
-            concurrency: 16,
-            warmup: 500,
-            paced: 0,
-            rate: 4000.0,
-        };
-        let mut it = args.iter().skip(1);
-        while let (Some(k), Some(v)) = (it.next(), it.next()) {
-            match k.as_str() {
-                "--url" => a.url = v.clone(),
-                "--n" => a.n = v.parse().expect("--n"),
-                "--concurrency" => a.concurrency = v.parse().expect("--concurrency"),
-                "--warmup" => a.warmup = v.parse().expect("--warmup"),
-                "--paced" => a.paced = v.parse().expect("--paced"),
-                "--rate" => a.rate = v.parse().expect("--rate"),
-                other => panic!("unknown flag {other}"),
-            }
-        }
-        assert!(
-            a.rate.is_finite() && a.rate > 0.0,
-            "--rate must be above 0, not {}",
-            a.rate
-        );
-        a
-    }
-}
+use measure::{BODY, ChildArgs, Tracker, cpu_time_ms, peak_rss_kib, quantile};
 
 /// Waits (bounded) until `count` webhooks have finished.
 async fn wait_for(t: &Tracker, count: usize) {
@@ -138,7 +95,8 @@ async fn post(client: &reqwest::Client, url: &str, i: usize) -> bool {
 
 #[tokio::main]
 async fn main() {
-    let a = Args::parse();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let a = ChildArgs::parse(&args);
     let total = a.warmup + a.n + a.paced;
     let tracker = Arc::new(Tracker::new(total));
     let client = reqwest::Client::builder()
