@@ -83,3 +83,20 @@ pub use webhook::sign::{
     SigningSecret, VerifyError, new_message_id, signature_header, verify,
 };
 pub use webhook::{Webhook, WebhookError};
+
+#[cfg(test)]
+mod test_util {
+    use std::time::{Duration, Instant};
+
+    /// Polls every millisecond until `cond` holds, for at most 20 s.
+    pub(crate) fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if cond() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        cond()
+    }
+}

@@ -205,17 +205,7 @@ impl<T> Drop for DelayQueue<T> {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
-
-    /// Polls until `cond` holds; bounded.
-    fn eventually(mut cond: impl FnMut() -> bool) -> bool {
-        for _ in 0..2_000 {
-            if cond() {
-                return true;
-            }
-            thread::sleep(Duration::from_millis(1));
-        }
-        false
-    }
+    use crate::test_util::eventually;
 
     #[test]
     fn items_come_out_in_due_order_when_the_clock_reaches_them() {

@@ -219,6 +219,46 @@ fn blocked_submit_timeout_is_woken_by_shutdown_with_its_job() {
     assert!(report.is_complete());
 }
 
+/// A submission waiting at a full queue sleeps for a batch of room (half
+/// the queue), but not much past the first free slot: one job ending is
+/// enough to let it in, however long it asked to wait.
+#[test]
+fn a_waiting_submission_takes_the_first_free_slot() {
+    logger::install();
+    let (tokens, token) = crossbeam_channel::unbounded::<()>();
+    let pool = Pool::builder()
+        .workers(1)
+        .queue_capacity(8)
+        .name("first-free-slot")
+        .build(move |_: u32| token.recv_timeout(BOUND).map_err(|e| e.to_string()))
+        .unwrap();
+    // Dropped before the pool if an assertion fails, so the jobs end.
+    let tokens = tokens;
+    pool.try_submit(0).unwrap();
+    assert!(wait_until(BOUND, || pool.stats().active == 1));
+    for n in 1..=8 {
+        pool.try_submit(n).unwrap();
+    }
+    let submitter = pool.submitter();
+    let (done_tx, done) = crossbeam_channel::bounded(1);
+    let waiting = thread::spawn(move || {
+        let sent = submitter.submit_timeout(9, Duration::from_secs(600));
+        done_tx.send(sent).unwrap();
+    });
+    // Once it has waited past the batch wait (a millisecond), one job ends
+    // and the worker takes the next: one slot is free.
+    let waits = || !logger::lines_containing("first-free-slot: queue full").is_empty();
+    assert!(wait_until(BOUND, waits));
+    thread::sleep(Duration::from_millis(50));
+    tokens.send(()).unwrap();
+    assert_eq!(done.recv_timeout(BOUND), Ok(Ok(())));
+    waiting.join().unwrap();
+    for _ in 0..9 {
+        tokens.send(()).unwrap();
+    }
+    assert_eq!(pool.shutdown().stats.succeeded, 10);
+}
+
 #[test]
 fn full_queue_hands_the_job_back() {
     let gate = Gate::default();

@@ -10,6 +10,7 @@ use std::time::Duration;
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 
+use super::room::{self, Room};
 use super::worker::Worker;
 use super::{Envelope, GateRegistry, Inner, MAX_QUEUE_CAPACITY, Never, Pool, Shared, Submitter};
 use crate::error::BuildError;
@@ -135,6 +136,8 @@ pub struct PoolBuilder {
     pub(super) panic_handler: Option<PanicHandler>,
     pub(super) warn_interval: Duration,
     pub(super) sample_every: u32,
+    /// `room::BATCH_WAIT`; tests stretch it.
+    pub(super) batch_wait: Duration,
 }
 
 impl Default for PoolBuilder {
@@ -147,6 +150,7 @@ impl Default for PoolBuilder {
             panic_handler: None,
             warn_interval: Duration::from_secs(30),
             sample_every: DEFAULT_SAMPLE_EVERY,
+            batch_wait: room::BATCH_WAIT,
         }
     }
 }
@@ -355,7 +359,6 @@ impl PoolBuilder {
 
         let (tx, rx) = crossbeam_channel::bounded::<Envelope<J>>(self.queue_capacity);
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<Never>(0);
-        let (closed_tx, closed_rx) = crossbeam_channel::bounded::<Never>(0);
         let shared = Arc::new(Shared {
             name: self.name,
             capacity: self.queue_capacity,
@@ -368,7 +371,9 @@ impl PoolBuilder {
             monitor: Monitor::new(self.warn_interval),
             sample_every: self.sample_every,
             high_water: AtomicUsize::new(0),
-            closed_signal: Mutex::new(None),
+            room: Room::default(),
+            low_water: room::low_water(self.queue_capacity),
+            batch_wait: self.batch_wait,
         });
         let returned = Arc::new(Mutex::new(Vec::new()));
         let handler = Arc::new(handler);
@@ -400,8 +405,7 @@ impl PoolBuilder {
             }
         }
 
-        *shared.closed_signal.lock() = Some(closed_tx);
-        let submitter = Submitter::register(tx, closed_rx, Arc::clone(&shared));
+        let submitter = Submitter::register(tx, Arc::clone(&shared));
         Ok(Pool {
             inner: Some(Inner {
                 submitter,

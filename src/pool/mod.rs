@@ -40,12 +40,14 @@ use crate::stats::{GateSlot, Stats, WorkerSlot, state};
 
 mod builder;
 mod report;
+mod room;
 mod submit;
 mod worker;
 
 use builder::PanicHandler;
 pub use builder::{PanicEvent, PoolBuilder};
 pub use report::ShutdownReport;
+use room::Room;
 pub use submit::Submitter;
 pub(crate) use worker::panic_message;
 
@@ -96,9 +98,15 @@ struct Shared {
     /// Each handle measures the queue wait of one submission in this many
     /// (0: none).
     sample_every: u32,
-    /// Dropped by `close`, which disconnects every submitter's `closed`
-    /// receiver and so wakes callers waiting in `submit_timeout`.
-    closed_signal: Mutex<Option<Sender<Never>>>,
+    /// Where callers of `submit_timeout` wait for room, and are woken by
+    /// the workers or by `close`.
+    room: Room,
+    /// A caller waiting for room is woken once at most this many jobs are
+    /// queued (`room::low_water`)...
+    low_water: usize,
+    /// ...or, after this long, as soon as any slot frees
+    /// (`room::BATCH_WAIT`).
+    batch_wait: Duration,
 }
 
 /// Live submitter gates, plus the totals of handles already dropped so that
@@ -180,7 +188,7 @@ impl Shared {
     fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
         // Wake waiters in `submit_timeout`; they find `closed` set.
-        drop(self.closed_signal.lock().take());
+        self.room.notify();
         let gates: Vec<_> = self.gates.lock().live.clone();
         for gate in gates {
             let mut spins = 0u32;
@@ -568,6 +576,7 @@ impl<J> fmt::Debug for Pool<J> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::eventually;
 
     fn assert_send_sync<T: Send + Sync>() {}
 
@@ -602,7 +611,7 @@ mod tests {
         let (submitter_tx, submitter_back) = crossbeam_channel::bounded(1);
         let (finished, sender) = {
             let _gates = shared.gates.lock();
-            let _signal = shared.closed_signal.lock();
+            let _room = shared.room.lock();
             let _returned = inner.returned.lock();
             let sender = thread::spawn(move || {
                 // Sampled and unsampled sends, both entry points.
@@ -621,6 +630,55 @@ mod tests {
         sender.join().unwrap();
         drop(submitter_back.recv().unwrap());
         assert!(finished.is_ok(), "a send waited for a lock the pool owns");
+    }
+
+    /// With the batch wait stretched to an hour, a producer blocked at a
+    /// full queue sleeps while jobs free slots one by one, and refills the
+    /// queue in one go once it has drained to half (`room`).
+    #[test]
+    fn a_waiting_submission_refills_the_queue_in_a_batch() {
+        const BOUND: Duration = Duration::from_secs(20);
+        let (tokens, token) = crossbeam_channel::unbounded::<()>();
+        let mut builder = Pool::builder().workers(1).queue_capacity(8);
+        builder.batch_wait = Duration::from_secs(3600);
+        let pool = builder
+            .build(move |_: u32| token.recv_timeout(BOUND).map_err(|e| e.to_string()))
+            .unwrap();
+        // Dropped before the pool if an assertion fails, so the jobs end.
+        let tokens = tokens;
+        let queued = |n| eventually(|| pool.stats().queued == n);
+        pool.try_submit(0).unwrap();
+        assert!(eventually(|| pool.stats().active == 1));
+        for n in 1..=8 {
+            pool.try_submit(n).unwrap();
+        }
+        let submitter = pool.submitter();
+        let producer = thread::spawn(move || {
+            for n in 9..13 {
+                submitter
+                    .submit_timeout(n, Duration::from_secs(600))
+                    .unwrap();
+            }
+        });
+        let room = &pool.inner().submitter.shared.room;
+        assert!(eventually(|| room.waiters() != 0));
+        // Three jobs end, one at a time: the queue drains to 5, above the
+        // mark of 4, and the producer sleeps on.
+        for left in (5..8).rev() {
+            tokens.send(()).unwrap();
+            assert!(queued(left));
+        }
+        // Time for a producer woken too early to send.
+        thread::sleep(Duration::from_millis(50));
+        assert_eq!(pool.stats().queued, 5);
+        // The fourth reaches the mark: the producer sends its four jobs.
+        tokens.send(()).unwrap();
+        assert!(queued(8));
+        producer.join().unwrap();
+        for _ in 0..9 {
+            tokens.send(()).unwrap();
+        }
+        assert_eq!(pool.shutdown().stats.succeeded, 13);
     }
 
     #[test]

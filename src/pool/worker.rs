@@ -12,6 +12,7 @@ use crossbeam_utils::Backoff;
 use parking_lot::Mutex;
 
 use super::builder::PanicEvent;
+use super::room::{self, Wake};
 use super::{Envelope, Never, Shared};
 use crate::stats::{WorkerSlot, bump_owned, state};
 
@@ -42,8 +43,12 @@ where
         let mut last_end: Option<Instant> = None;
         // Jobs taken, for sampling the queue's depth.
         let mut taken: u32 = 0;
+        // Jobs to take before looking again whether a waiting producer has
+        // room (see `room`).
+        let mut room_check: usize = 0;
         loop {
             let backoff = Backoff::new();
+            let mut woke = false;
             let env = loop {
                 match self.rx.try_recv() {
                     Ok(env) => break env,
@@ -51,6 +56,14 @@ where
                     // `stop` is only disconnected once intake is closed, so
                     // an empty queue now stays empty.
                     Err(TryRecvError::Empty) if stopping => return self.exit(slot),
+                    // An empty queue is room for anyone waiting to send:
+                    // wake them once, then look again.
+                    Err(TryRecvError::Empty) if !woke && self.shared.room.waiters() != 0 => {
+                        woke = true;
+                        room_check = 0;
+                        last_end = None;
+                        self.shared.room.notify();
+                    }
                     // Jobs often arrive within microseconds: spin and yield
                     // a little before parking on the channel.
                     Err(TryRecvError::Empty) if !backoff.is_completed() => {
@@ -96,6 +109,20 @@ where
                 }
             }
             taken = taken.wrapping_add(1);
+            let shared = &self.shared;
+            match room::wake(
+                shared.room.waiters(),
+                room_check,
+                || self.rx.len(),
+                shared.low_water,
+                shared.workers.len(),
+            ) {
+                Wake::After(jobs) => room_check = jobs,
+                Wake::Now => {
+                    room_check = 0;
+                    shared.room.notify();
+                }
+            }
             let started = last_end.take().unwrap_or_else(Instant::now);
             last_end = Some(self.run_job(slot, env, started));
             if slot
