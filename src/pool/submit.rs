@@ -187,8 +187,9 @@ impl<J> Submitter<J> {
     /// as they free, which on a busy pool would cost a wake-up per job and
     /// CPU time the workers need. It sleeps until the queue has drained to
     /// half, or, if that takes longer than a millisecond (slow jobs), until
-    /// the next slot frees. So it waits at most about a millisecond longer
-    /// than it would for the first free slot.
+    /// the next slot frees. So each wait for room lasts at most about a
+    /// millisecond longer than the wait for the first free slot (a caller
+    /// woken for a slot that another caller takes first waits again).
     ///
     /// # Errors
     ///
