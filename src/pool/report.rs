@@ -25,10 +25,10 @@ use crate::stats::Stats;
 #[non_exhaustive]
 pub struct ShutdownReport<J> {
     /// Accepted jobs that never started, in no particular order. Empty after
-    /// [`Pool::shutdown`].
+    /// [`Pool::shutdown`](crate::Pool::shutdown).
     pub unstarted: Vec<J>,
     /// Workers that were still inside a job at the deadline. Each finishes
-    /// that job and then exits. Always 0 after [`Pool::shutdown`].
+    /// that job and then exits. Always 0 after [`Pool::shutdown`](crate::Pool::shutdown).
     pub still_running: usize,
     /// The counters when shutdown returned, refreshed by
     /// [`wait_running`](ShutdownReport::wait_running).

@@ -279,7 +279,7 @@ impl<J> Submitter<J> {
         })
     }
 
-    /// A snapshot of the pool's counters. Same as [`Pool::stats`].
+    /// A snapshot of the pool's counters. Same as [`Pool::stats`](crate::Pool::stats).
     ///
     /// # Examples
     ///

@@ -207,7 +207,7 @@ impl DispatcherBuilder {
     }
 
     /// Where dead letters go. Defaults to none: they are kept in memory and
-    /// handed back in the [`DispatchReport`].
+    /// handed back in the [`DispatchReport`](crate::DispatchReport).
     ///
     /// # Examples
     ///
@@ -350,7 +350,7 @@ impl DispatcherBuilder {
 
     /// Called after each delivery, on the worker thread, outside every lock.
     /// A panic in it is caught, logged and counted in
-    /// [`DispatchStats::hook_panics`]; the delivery still counts. Defaults to
+    /// [`DispatchStats::hook_panics`](crate::DispatchStats::hook_panics); the delivery still counts. Defaults to
     /// none.
     ///
     /// # Examples

@@ -13,7 +13,7 @@ use crate::stats::Stats;
 use crate::webhook::Webhook;
 use crate::webhook::deliver::{Delivery, Engine};
 
-/// A cheap, cloneable handle to a [`Dispatcher`], for other threads.
+/// A cheap, cloneable handle to a [`Dispatcher`](crate::Dispatcher), for other threads.
 ///
 /// Like a pool [`Submitter`](crate::Submitter), a live handle does not keep
 /// the dispatcher open: once shutdown begins it gets
@@ -131,7 +131,7 @@ impl DispatchHandle {
     }
 
     /// A snapshot of the dispatcher's counters. Same as
-    /// [`Dispatcher::stats`].
+    /// [`Dispatcher::stats`](crate::Dispatcher::stats).
     ///
     /// # Examples
     ///
