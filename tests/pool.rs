@@ -382,6 +382,40 @@ fn panics_are_counted_logged_handled_and_survived() {
     assert!(errors.iter().all(|l| l.target == "hookpool"));
 }
 
+/// A job counts as panicked or failed once it has been fully reported:
+/// logged, and passed to the panic handler, however slow that is.
+#[test]
+fn a_job_is_counted_once_it_has_been_reported() {
+    logger::install();
+    let handled = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&handled);
+    let pool = Pool::builder()
+        .workers(1)
+        .name("reported")
+        .panic_handler(move |_| {
+            thread::sleep(Duration::from_millis(30));
+            seen.fetch_add(1, Ordering::SeqCst);
+        })
+        .build(|n: u32| -> Result<(), String> {
+            if n == 0 {
+                panic!("job 0 exploded");
+            }
+            Err(format!("job {n} went wrong"))
+        })
+        .unwrap();
+    pool.try_submit(0).unwrap();
+    assert!(wait_until(BOUND, || pool.stats().panicked == 1));
+    assert_eq!(handled.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        logger::lines_containing("reported-0: job panicked").len(),
+        1
+    );
+    pool.try_submit(1).unwrap();
+    assert!(wait_until(BOUND, || pool.stats().failed == 1));
+    assert_eq!(logger::lines_containing("reported: job failed").len(), 1);
+    assert_eq!(pool.shutdown().stats.completed(), 2);
+}
+
 #[test]
 fn a_panicking_panic_handler_is_contained() {
     let pool = Pool::builder()

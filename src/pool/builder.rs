@@ -299,7 +299,9 @@ impl PoolBuilder {
     }
 
     /// Called on the worker thread after a job panics, once the panic has
-    /// been counted and logged. Defaults to none. A panic inside the handler
+    /// been logged. The job counts in `Stats::panicked` once the handler
+    /// returns, so a job that the counters show has been fully reported.
+    /// Defaults to none. A panic inside the handler
     /// itself is caught and logged too; the worker survives either way.
     ///
     /// # Examples

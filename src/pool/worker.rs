@@ -162,13 +162,16 @@ where
             .record_owned(ended.saturating_duration_since(started));
         match outcome {
             Ok(Ok(())) => bump_owned(&slot.succeeded, 1),
+            // Failures and panics are counted after they are logged (and
+            // passed to the panic handler), so that a job the counters show
+            // has been fully reported.
             Ok(Err(e)) => {
-                bump_owned(&slot.failed, 1);
                 log::warn!(target: "hookpool", "{}: job failed: {e}", self.shared.name);
+                bump_owned(&slot.failed, 1);
             }
             Err(payload) => {
-                bump_owned(&slot.panicked, 1);
                 self.report_panic(payload);
+                bump_owned(&slot.panicked, 1);
             }
         }
         ended
