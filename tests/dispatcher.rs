@@ -71,6 +71,68 @@ fn keep_alive_connections_are_reused_across_workers() {
     );
 }
 
+/// A keep-alive connection that the server closes while it sits in the
+/// pool (a FIN, no `Connection: close`) is not used again: the next webhook
+/// goes out on a new connection and is delivered at the first attempt.
+/// (The sender skips one of ureq's two liveness probes; this is the one it
+/// must keep.)
+#[test]
+fn a_pooled_connection_the_server_closed_is_not_reused() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/in", listener.local_addr().unwrap());
+    let (closed_tx, closed) = crossbeam_channel::unbounded();
+    let server = std::thread::spawn(move || {
+        // Each connection: one request, a keep-alive answer, then close.
+        for _ in 0..2 {
+            let (mut conn, _) = listener.accept().unwrap();
+            conn.set_read_timeout(Some(BOUND)).unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0; 4096];
+            let complete = |r: &[u8]| {
+                let Some(end) = r.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    return false;
+                };
+                let head = String::from_utf8_lossy(&r[..end]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                r.len() >= end + 4 + length
+            };
+            while !complete(&request) {
+                let n = conn.read(&mut buf).unwrap();
+                assert!(n > 0, "the client closed before its request was complete");
+                request.extend_from_slice(&buf[..n]);
+            }
+            conn.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
+            drop(conn);
+            closed_tx.send(()).unwrap();
+        }
+    });
+    let attempts = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&attempts);
+    let hooks = builder("pooled-closed")
+        .workers(1)
+        .on_delivered(move |d| seen.lock().unwrap().push(d.attempts))
+        .build()
+        .unwrap();
+    let send = |n| {
+        let webhook = Webhook::new(&url, &json!({ "n": n })).unwrap();
+        hooks.send_timeout(webhook, BOUND).unwrap();
+        assert!(wait_until(BOUND, || attempts.lock().unwrap().len() == n));
+    };
+    send(1);
+    // The first connection is in the pool, and the server has closed it.
+    closed.recv_timeout(BOUND).unwrap();
+    send(2);
+    closed.recv_timeout(BOUND).unwrap();
+    let report = hooks.shutdown();
+    server.join().unwrap();
+    assert_eq!(report.stats.delivered, 2);
+    assert_eq!(*attempts.lock().unwrap(), [1, 1]);
+}
+
 #[test]
 fn requests_carry_json_headers_and_user_agent() {
     let server = TestServer::start(|_| Reply::Status(200));
