@@ -12,25 +12,27 @@ fn secret(s: &str) -> SigningSecret {
 }
 
 #[test]
-fn published_vector_one() {
-    let s = secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
-    let sig = s.sign(
-        "msg_p5jXN8AQM9LWM0D4loKWxJek",
-        1614265330,
-        br#"{"test": 2432232314}"#,
-    );
-    assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
-}
-
-#[test]
-fn published_vector_two() {
-    let s = secret("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD");
-    let sig = s.sign(
-        "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk",
-        1649367553,
-        br#"{"email":"test@example.com","username":"test_user"}"#,
-    );
-    assert_eq!(sig, "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw=");
+fn published_vectors() {
+    // (secret, id, timestamp, payload, signature), from the specification.
+    let vectors: [(&str, &str, i64, &[u8], &str); 2] = [
+        (
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            br#"{"test": 2432232314}"#,
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+        ),
+        (
+            "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD",
+            "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk",
+            1649367553,
+            br#"{"email":"test@example.com","username":"test_user"}"#,
+            "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw=",
+        ),
+    ];
+    for (key, id, timestamp, payload, expected) in vectors {
+        assert_eq!(secret(key).sign(id, timestamp, payload), expected, "{id}");
+    }
 }
 
 #[test]
