@@ -172,52 +172,38 @@ fn start_nginx() -> io::Result<Receiver> {
     }
 }
 
-/// A minimal HTTP/1.1 keep-alive server: one thread per connection, reads a
-/// head and a `Content-Length` body, answers 204. Enough for the benchmark's
-/// clients, which all send `Content-Length` bodies.
-pub struct FallbackServer {
-    pub addr: SocketAddr,
+/// An accept loop on 127.0.0.1 in a thread of its own, stopped and joined on
+/// drop. `State` is what the loop keeps between connections; `finish` gets
+/// it back once the loop has stopped.
+struct Acceptor {
+    addr: SocketAddr,
     stop: Arc<AtomicBool>,
     accept: Option<JoinHandle<()>>,
 }
 
-impl FallbackServer {
-    pub fn start() -> io::Result<FallbackServer> {
+impl Acceptor {
+    fn start<State: Default + 'static>(
+        name: &str,
+        mut on_stream: impl FnMut(&mut State, TcpStream, &Arc<AtomicBool>) + Send + 'static,
+        finish: impl FnOnce(State) + Send + 'static,
+    ) -> io::Result<Acceptor> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
-        let accept = thread::Builder::new()
-            .name("recv-accept".into())
-            .spawn(move || {
-                let mut conns = Vec::new();
-                for stream in listener.incoming() {
-                    if flag.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(stream) = stream else { continue };
-                    let flag = Arc::clone(&flag);
-                    if let Ok(h) = thread::Builder::new()
-                        .name("recv-conn".into())
-                        .spawn(move || serve_204(stream, &flag))
-                    {
-                        conns.push(h);
-                    }
-                    // Join the connections that have ended as we go.
-                    let mut i = 0;
-                    while i < conns.len() {
-                        if conns[i].is_finished() {
-                            let _ = conns.swap_remove(i).join();
-                        } else {
-                            i += 1;
-                        }
-                    }
+        let accept = thread::Builder::new().name(name.into()).spawn(move || {
+            let mut state = State::default();
+            for stream in listener.incoming() {
+                if flag.load(Ordering::SeqCst) {
+                    break;
                 }
-                for h in conns {
-                    let _ = h.join();
+                if let Ok(stream) = stream {
+                    on_stream(&mut state, stream, &flag);
                 }
-            })?;
-        Ok(FallbackServer {
+            }
+            finish(state);
+        })?;
+        Ok(Acceptor {
             addr,
             stop,
             accept: Some(accept),
@@ -225,13 +211,57 @@ impl FallbackServer {
     }
 }
 
-impl Drop for FallbackServer {
+impl Drop for Acceptor {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so that it sees the flag.
         let _ = TcpStream::connect(self.addr);
         if let Some(h) = self.accept.take() {
             let _ = h.join();
         }
+    }
+}
+
+/// A minimal HTTP/1.1 keep-alive server: one thread per connection, reads a
+/// head and a `Content-Length` body, answers 204. Enough for the benchmark's
+/// clients, which all send `Content-Length` bodies.
+pub struct FallbackServer {
+    pub addr: SocketAddr,
+    _acceptor: Acceptor,
+}
+
+impl FallbackServer {
+    pub fn start() -> io::Result<FallbackServer> {
+        let acceptor = Acceptor::start(
+            "recv-accept",
+            |conns: &mut Vec<JoinHandle<()>>, stream, stop| {
+                let stop = Arc::clone(stop);
+                if let Ok(h) = thread::Builder::new()
+                    .name("recv-conn".into())
+                    .spawn(move || serve_204(stream, &stop))
+                {
+                    conns.push(h);
+                }
+                // Join the connections that have ended as we go.
+                let mut i = 0;
+                while i < conns.len() {
+                    if conns[i].is_finished() {
+                        let _ = conns.swap_remove(i).join();
+                    } else {
+                        i += 1;
+                    }
+                }
+            },
+            |conns| {
+                for h in conns {
+                    let _ = h.join();
+                }
+            },
+        )?;
+        Ok(FallbackServer {
+            addr: acceptor.addr,
+            _acceptor: acceptor,
+        })
     }
 }
 
@@ -316,51 +346,28 @@ fn serve_204(stream: TcpStream, stop: &AtomicBool) {
 /// stuck in a deadlock. Holds every connection until dropped.
 pub struct Hanging {
     pub addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    accept: Option<JoinHandle<()>>,
+    _acceptor: Acceptor,
 }
 
 impl Hanging {
     pub fn start() -> io::Result<Hanging> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let addr = listener.local_addr()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let accept = thread::Builder::new()
-            .name("hang-accept".into())
-            .spawn(move || {
-                let mut held = Vec::new();
-                for stream in listener.incoming() {
-                    if flag.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    if let Ok(s) = stream {
-                        held.push(s);
-                    }
-                }
+        let acceptor = Acceptor::start(
+            "hang-accept",
+            |held: &mut Vec<TcpStream>, stream, _| held.push(stream),
+            |held| {
                 for s in held {
                     let _ = s.shutdown(Shutdown::Both);
                 }
-            })?;
+            },
+        )?;
         Ok(Hanging {
-            addr,
-            stop,
-            accept: Some(accept),
+            addr: acceptor.addr,
+            _acceptor: acceptor,
         })
     }
 
     pub fn url(&self) -> String {
         format!("http://{}/hook", self.addr)
-    }
-}
-
-impl Drop for Hanging {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.addr);
-        if let Some(h) = self.accept.take() {
-            let _ = h.join();
-        }
     }
 }
 
