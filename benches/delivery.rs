@@ -246,17 +246,9 @@ fn run_thread_per_job(a: &ChildArgs) -> Value {
         );
         tracker.submitted(i);
         permits.acquire();
-        // Join the threads that have ended as we go: a finished thread that
-        // is not yet joined keeps its stack mapped, which would show up as
-        // resident memory. At most about `concurrency` handles are held.
-        let mut k = 0;
-        while k < threads.len() {
-            if threads[k].is_finished() {
-                let _ = threads.swap_remove(k).join();
-            } else {
-                k += 1;
-            }
-        }
+        // Join the threads that have ended as we go; at most about
+        // `concurrency` handles are held.
+        loopback::join_finished(&mut threads);
         let spawned = thread::Builder::new().spawn(move || {
             let ok = post(&agent, &url, i);
             tracker.finished(i, ok);
