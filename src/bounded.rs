@@ -110,10 +110,10 @@ impl RecentSet {
         if self.members.contains(s) {
             return;
         }
-        if self.order.len() == self.cap
-            && let Some(oldest) = self.order.pop_front()
-        {
-            self.members.remove(&oldest);
+        if self.order.len() == self.cap {
+            if let Some(oldest) = self.order.pop_front() {
+                self.members.remove(&oldest);
+            }
         }
         let s: Arc<str> = s.into();
         self.members.insert(Arc::clone(&s));

@@ -42,7 +42,8 @@
 //!
 //! # Minimum supported Rust version
 //!
-//! Rust 1.85 (edition 2024).
+//! Rust 1.85 (edition 2024). CI compiles every target with 1.85 itself, so
+//! a newer language feature or standard-library item cannot slip in.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
