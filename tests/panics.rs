@@ -67,3 +67,50 @@ fn a_thousand_panics_leave_every_worker_alive_and_every_count_exact() {
     assert_eq!(report.stats.run_time.count, 2_000 + WORKERS as u64);
     let _ = std::panic::take_hook();
 }
+
+/// A job's error whose `Drop` panics.
+struct DropBomb;
+
+impl Drop for DropBomb {
+    fn drop(&mut self) {
+        panic!("the error's drop panics");
+    }
+}
+
+impl std::fmt::Display for DropBomb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("drop bomb")
+    }
+}
+
+/// Regression: a job's error was logged and dropped outside `catch_unwind`.
+/// An error whose `Drop` panicked killed the worker; with one worker, the
+/// jobs still queued were never run nor handed back, and `shutdown`
+/// dropped them silently (1 of 5 accounted for), reporting the dead thread
+/// as a live, active worker.
+#[test]
+fn an_error_that_panics_on_drop_leaves_the_worker_alive() {
+    let (go_tx, go_rx) = crossbeam_channel::bounded::<()>(0);
+    let pool = Pool::builder()
+        .workers(1)
+        .queue_capacity(8)
+        .build(move |n: u32| {
+            if n < 2 {
+                // Hold the worker until every job is queued.
+                if n == 0 {
+                    go_rx.recv().ok();
+                }
+                return Err(DropBomb);
+            }
+            Ok(())
+        })
+        .unwrap();
+    for n in 0..6 {
+        pool.try_submit(n).unwrap();
+    }
+    go_tx.send(()).unwrap();
+    let report = pool.shutdown();
+    assert!(report.unstarted.is_empty());
+    assert_eq!((report.stats.succeeded, report.stats.failed), (4, 2));
+    assert_eq!((report.stats.workers, report.stats.active), (0, 0));
+}

@@ -479,6 +479,10 @@ impl<J> Pool<J> {
             }
         }
         report.unstarted.append(&mut returned.lock());
+        // Normally empty by now. Jobs are left only if every worker thread
+        // died outside a job (a bug, logged above): hand them back rather
+        // than drop them with the queue.
+        unstarted_from_queue(&shared, &rx, &mut report.unstarted);
         report.running = handles.into_iter().flatten().collect();
         report.stats = shared.stats(0);
         report.elapsed = started.elapsed();
@@ -537,9 +541,7 @@ fn abort<J>(
             let _ = h.join();
         }
     }
-    // These jobs leave the queue without a worker reading its depth.
-    shared.note_depth(rx.len());
-    unstarted.extend(rx.try_iter().map(|env| env.job));
+    unstarted_from_queue(shared, rx, unstarted);
     if running > 0 {
         log::warn!(
             target: "hookpool",
@@ -548,6 +550,13 @@ fn abort<J>(
         );
     }
     running
+}
+
+/// Takes every job still queued into `unstarted`.
+fn unstarted_from_queue<J>(shared: &Shared, rx: &Receiver<Envelope<J>>, unstarted: &mut Vec<J>) {
+    // These jobs leave the queue without a worker reading its depth.
+    shared.note_depth(rx.len());
+    unstarted.extend(rx.try_iter().map(|env| env.job));
 }
 
 impl<J> Drop for Pool<J> {

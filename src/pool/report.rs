@@ -25,7 +25,8 @@ use crate::stats::Stats;
 #[non_exhaustive]
 pub struct ShutdownReport<J> {
     /// Accepted jobs that never started, in no particular order. Empty after
-    /// [`Pool::shutdown`](crate::Pool::shutdown).
+    /// [`Pool::shutdown`](crate::Pool::shutdown), unless every worker thread
+    /// died outside a job (a bug, logged at error level).
     pub unstarted: Vec<J>,
     /// Workers that were still inside a job at the deadline. Each finishes
     /// that job and then exits. Always 0 after [`Pool::shutdown`](crate::Pool::shutdown).

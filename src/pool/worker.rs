@@ -37,6 +37,7 @@ where
 {
     pub(super) fn run(self) {
         let slot = &self.shared.workers[self.index];
+        let _exit = ExitGuard(slot);
         let mut stopping = false;
         // The end of the previous job, if the next one was taken without
         // waiting: it doubles as that job's start, saving a clock read.
@@ -166,7 +167,22 @@ where
             // passed to the panic handler), so that a job the counters show
             // has been fully reported.
             Ok(Err(e)) => {
-                log::warn!(target: "hookpool", "{}: job failed: {e}", self.shared.name);
+                // The error is user code too: its `Display` or `Drop` may
+                // panic, and outside `catch_unwind` that would kill the
+                // worker and strand the jobs still queued.
+                let name = &self.shared.name;
+                let logged = catch_unwind(AssertUnwindSafe(move || {
+                    log::warn!(target: "hookpool", "{name}: job failed: {e}");
+                    drop(e);
+                }));
+                if let Err(payload) = logged {
+                    log::error!(
+                        target: "hookpool",
+                        "{name}: a job's error panicked while logged or dropped: {}",
+                        panic_message(&*payload)
+                    );
+                    forget_payload(payload);
+                }
                 bump_owned(&slot.failed, 1);
             }
             Err(payload) => {
@@ -189,10 +205,30 @@ where
                 message,
                 payload: &*payload,
             };
-            if catch_unwind(AssertUnwindSafe(|| handler(&event))).is_err() {
+            if let Err(nested) = catch_unwind(AssertUnwindSafe(|| handler(&event))) {
                 log::error!(target: "hookpool", "{thread_name}: panic handler panicked");
+                forget_payload(nested);
             }
         }
+        forget_payload(payload);
+    }
+}
+
+/// Drops a panic payload, whose own `Drop` is user code and may panic too;
+/// a payload that does is leaked rather than let unwind the worker.
+fn forget_payload(payload: Box<dyn Any + Send>) {
+    if let Err(nested) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        std::mem::forget(nested);
+    }
+}
+
+/// Marks a worker `EXITED` however its thread ends, a panic outside a job
+/// included, so that `stats()` never counts a dead thread as a live worker.
+struct ExitGuard<'a>(&'a WorkerSlot);
+
+impl Drop for ExitGuard<'_> {
+    fn drop(&mut self) {
+        self.0.state.store(state::EXITED, Ordering::Release);
     }
 }
 
