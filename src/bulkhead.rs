@@ -1,9 +1,13 @@
 //! Per-endpoint bulkheads: at most `limit` deliveries to one endpoint hold a
 //! worker at a time. The rest are parked, in order, holding no worker, and
-//! handed back one by one as slots free. Each endpoint parks at most
-//! `max_parked` (the queue's capacity): past that, new webhooks for it are
-//! refused at submission ([`Bulkheads::has_room`]), so a hanging endpoint
-//! cannot pile up webhooks in memory, and the others are not refused.
+//! handed back one by one as slots free. Once an endpoint has `max_parked`
+//! (the queue's capacity) parked, new webhooks for it are refused at
+//! submission ([`Bulkheads::has_room`]), so a hanging endpoint cannot pile up
+//! new webhooks in memory, and the others are not refused. Webhooks already
+//! accepted (in the queue, or due again after a retry) park whatever the
+//! count, since refusing them would lose them: an endpoint's parked count can
+//! exceed `max_parked` by those (with a capacity of 4: 3 parked, 4 more
+//! accepted into the queue while every worker was busy, then 7 parked).
 //!
 //! Without it, an endpoint that accepts connections and never answers takes
 //! every worker until its requests time out and its breaker opens: the
