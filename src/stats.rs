@@ -92,10 +92,14 @@ pub(crate) mod state {
     pub(crate) const IDLE: u8 = 0;
     /// Inside the handler.
     pub(crate) const RUNNING: u8 = 1;
-    /// Shutdown's deadline passed: take no new job, hand back any in hand.
+    /// Shutdown's deadline passed while idle: take no new job, hand back any
+    /// in hand.
     pub(crate) const ABORTED: u8 = 2;
     /// The thread has left its loop.
     pub(crate) const EXITED: u8 = 3;
+    /// Shutdown's deadline passed inside a job: finish it (it still counts
+    /// as active), then exit.
+    pub(crate) const ABORTED_RUNNING: u8 = 4;
 }
 
 /// One worker's own counters and state, written only by that worker (and by

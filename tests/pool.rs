@@ -312,6 +312,8 @@ fn shutdown_timeout_hands_back_what_never_started() {
     assert!(wait_until(BOUND, || pool.stats().active == 2));
     let mut report = pool.shutdown_timeout(Duration::from_millis(20));
     assert_eq!(report.still_running, 2);
+    // Still inside their jobs, so still live and active.
+    assert_eq!((report.stats.workers, report.stats.active), (2, 2));
     let mut back = report.unstarted.clone();
     back.sort();
     assert_eq!(back.len(), 8);

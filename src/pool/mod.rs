@@ -18,9 +18,9 @@
 //! Gates are per handle and cache-padded, so the hot path adds two
 //! uncontended atomic operations to crossbeam's `try_send` and takes no lock.
 //!
-//! With a deadline, shutdown marks every worker `ABORTED`. A worker that is
-//! mid-job finishes it and exits; one that is between jobs hands the job it
-//! holds back; shutdown drains what is still queued. Together that is
+//! With a deadline, shutdown marks every worker aborted. A worker that is
+//! mid-job finishes it and exits (until then it still counts as active); one
+//! that is between jobs hands the job it holds back; shutdown drains what is still queued. Together that is
 //! `ShutdownReport::unstarted`.
 
 use std::fmt;
@@ -127,7 +127,7 @@ impl Shared {
         };
         for slot in self.workers.iter() {
             match slot.state.load(Ordering::Relaxed) {
-                state::RUNNING => {
+                state::RUNNING | state::ABORTED_RUNNING => {
                     s.workers += 1;
                     s.active += 1;
                 }
@@ -173,7 +173,12 @@ impl Shared {
         let busy = self
             .workers
             .iter()
-            .filter(|w| w.state.load(Ordering::Relaxed) == state::RUNNING)
+            .filter(|w| {
+                matches!(
+                    w.state.load(Ordering::Relaxed),
+                    state::RUNNING | state::ABORTED_RUNNING
+                )
+            })
             .count();
         Load {
             queued,
@@ -525,12 +530,15 @@ fn abort<J>(
 ) -> usize {
     let mut running = 0;
     for (slot, handle) in shared.workers.iter().zip(handles.iter_mut()) {
-        // Only a live worker becomes ABORTED; an exited one stays EXITED so
-        // that stats never count it.
+        // Only a live worker is aborted, and one inside a job stays counted
+        // as active until it ends; an exited one stays EXITED so that stats
+        // never count it.
         let previous = slot
             .state
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
-                (s == state::IDLE || s == state::RUNNING).then_some(state::ABORTED)
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| match s {
+                state::IDLE => Some(state::ABORTED),
+                state::RUNNING => Some(state::ABORTED_RUNNING),
+                _ => None,
             })
             .unwrap_or(state::EXITED);
         if previous == state::RUNNING {
