@@ -1,5 +1,6 @@
-//! Regression: a panic from the injected clock while a delivery holds a
-//! bulkhead slot and another one is parked.
+//! Regressions: a panic from the injected clock while a delivery holds a
+//! bulkhead slot and another one is parked, and one from its wall clock,
+//! which the dead letter for that panic must not need.
 
 mod common;
 
@@ -104,4 +105,48 @@ fn a_clock_panic_while_another_delivery_is_parked_does_not_abort() {
     assert_eq!(report.stats.accepted, 2);
     assert_eq!(report.stats.delivered + report.stats.dead_lettered, 2);
     assert!(report.stats.pool.panicked >= 1);
+}
+
+/// A clock whose wall-clock reads panic on the dispatcher's worker threads.
+#[derive(Debug, Clone)]
+struct BrokenWallClock;
+
+impl Clock for BrokenWallClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+    fn system_now(&self) -> SystemTime {
+        let worker = std::thread::current()
+            .name()
+            .is_some_and(|n| n.starts_with("hookpool-"));
+        assert!(!worker, "wall clock broken");
+        SystemTime::now()
+    }
+}
+
+/// The attempt reads the wall clock and panics; the letter for that panic
+/// must not need the same clock, or the webhook is neither delivered nor
+/// dead-lettered and shutdown waits for it forever.
+#[test]
+fn a_webhook_whose_attempt_panicked_in_the_clock_is_dead_lettered() {
+    let server = TestServer::start(|_| Reply::Status(204));
+    let hooks = Dispatcher::builder()
+        .workers(1)
+        .clock(BrokenWallClock)
+        .build()
+        .unwrap();
+    hooks
+        .try_send(Webhook::new(&server.url("/a"), &1).unwrap())
+        .unwrap();
+    assert!(
+        common::wait_until(Duration::from_secs(10), || hooks.stats().in_progress() == 0),
+        "the webhook never ended: {:?}",
+        hooks.stats()
+    );
+    let report = hooks.shutdown();
+    assert_eq!((report.stats.accepted, report.stats.dead_lettered), (1, 1));
+    let letters = report.dead_letters;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].reason, hookpool::DeadLetterReason::Panicked);
+    assert!(letters[0].dead_lettered_at > 0);
 }

@@ -300,7 +300,9 @@ impl Engine {
     /// Runs from `SlotGuard::drop`, also while unwinding: it must not read
     /// the injected clock, which may be what panicked (a second panic would
     /// abort the process). `epoch` is never later than the clock's `now`, so
-    /// the delivery is due at once.
+    /// the delivery is due at once; a letter written here is stamped by
+    /// `letter_time`, which does not read the injected clock while
+    /// unwinding.
     fn release_slot(&self, endpoint: &Endpoint) {
         while let Some(mut next) = self.bulkheads.leave(endpoint) {
             next.holds_slot = true;
@@ -314,6 +316,18 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// The wall-clock time to put on a letter. A letter is often written
+    /// because the injected clock panicked, so a clock that panics again, or
+    /// a thread already unwinding (where a second panic would abort), gets
+    /// the real clock's time instead of losing the letter.
+    fn letter_time(&self) -> SystemTime {
+        if std::thread::panicking() {
+            return SystemTime::now();
+        }
+        catch_unwind(AssertUnwindSafe(|| self.clock.system_now()))
+            .unwrap_or_else(|_| SystemTime::now())
     }
 
     /// Gives up on a delivery: stores the letter (or keeps it in memory),
@@ -338,7 +352,7 @@ impl Engine {
             last_status: error.status(),
             first_attempt_at: d.first_attempt_at.map(unix_ms),
             last_attempt_at: d.last_attempt_at.map(unix_ms),
-            dead_lettered_at: unix_ms(self.clock.system_now()),
+            dead_lettered_at: unix_ms(self.letter_time()),
             reason,
         };
         let stored = match &self.sink {
