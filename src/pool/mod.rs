@@ -20,8 +20,8 @@
 //!
 //! With a deadline, shutdown marks every worker aborted. A worker that is
 //! mid-job finishes it and exits (until then it still counts as active); one
-//! that is between jobs hands the job it holds back; shutdown drains what is still queued. Together that is
-//! `ShutdownReport::unstarted`.
+//! that is between jobs hands the job it holds back; shutdown drains what is
+//! still queued. Together that is `ShutdownReport::unstarted`.
 
 use std::fmt;
 use std::num::NonZeroU64;

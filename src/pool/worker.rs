@@ -37,6 +37,7 @@ where
 {
     pub(super) fn run(self) {
         let slot = &self.shared.workers[self.index];
+        // Marks the worker EXITED on every way out of this loop.
         let _exit = ExitGuard(slot);
         let mut stopping = false;
         // The end of the previous job, if the next one was taken without
@@ -53,10 +54,10 @@ where
             let env = loop {
                 match self.rx.try_recv() {
                     Ok(env) => break env,
-                    Err(TryRecvError::Disconnected) => return self.exit(slot),
+                    Err(TryRecvError::Disconnected) => return,
                     // `stop` is only disconnected once intake is closed, so
                     // an empty queue now stays empty.
-                    Err(TryRecvError::Empty) if stopping => return self.exit(slot),
+                    Err(TryRecvError::Empty) if stopping => return,
                     // An empty queue is room for anyone waiting to send:
                     // wake them once, then look again.
                     Err(TryRecvError::Empty) if !woke && self.shared.room.waiters() != 0 => {
@@ -78,7 +79,7 @@ where
                         crossbeam_channel::select! {
                             recv(self.rx) -> msg => match msg {
                                 Ok(env) => break env,
-                                Err(_) => return self.exit(slot),
+                                Err(_) => return,
                             },
                             recv(self.stop) -> _ => stopping = true,
                         }
@@ -96,7 +97,7 @@ where
                 .is_err()
             {
                 self.returned.lock().push(env.job);
-                return self.exit(slot);
+                return;
             }
             // Reading the depth means reading both ends of the queue, lines
             // the producers and the other workers keep writing: on no-op jobs
@@ -136,13 +137,9 @@ where
                 )
                 .is_err()
             {
-                return self.exit(slot);
+                return;
             }
         }
-    }
-
-    fn exit(&self, slot: &WorkerSlot) {
-        slot.state.store(state::EXITED, Ordering::Release);
     }
 
     /// Runs one job; returns when it ended.
