@@ -1,6 +1,6 @@
-//! Regressions: a panic from the injected clock while a delivery holds a
-//! bulkhead slot and another one is parked, and one from its wall clock,
-//! which the dead letter for that panic must not need.
+//! Regressions for an injected clock that panics: while a delivery holds a
+//! bulkhead slot and another one is parked, and in the wall-clock read of an
+//! attempt, which the dead letter for that panic must not need.
 
 mod common;
 
