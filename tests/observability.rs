@@ -8,11 +8,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::exposition::{families, rich_exposition};
 use common::server::{Recorded, Reply, TestServer};
 use common::{Gate, Rendezvous, logger, wait_until};
 use hookpool::{
-    BreakerConfig, BreakerState, DeadLetterReason, Dispatcher, Exposition, Histogram, ManualClock,
-    Pool, RetryPolicy, Webhook,
+    BreakerConfig, BreakerState, DeadLetterReason, Dispatcher, Histogram, ManualClock, Pool,
+    Webhook,
 };
 use serde_json::json;
 
@@ -294,48 +295,6 @@ fn dispatcher_passes_queue_wait_sampling_to_its_pool() {
 // ---------------------------------------------------------------------------
 // 2. Prometheus exposition.
 // ---------------------------------------------------------------------------
-
-/// Metrics from a run that exercises every family: failures, dead letters,
-/// an open breaker, retries, several pools.
-fn rich_exposition() -> String {
-    let clock = ManualClock::new();
-    let server = TestServer::start(|r: &Recorded| match r.path.as_str() {
-        "/down" => Reply::Status(503),
-        "/bad" => Reply::Status(422),
-        _ => Reply::Status(200),
-    });
-    let hooks = Dispatcher::builder()
-        .name("web\"hooks\\")
-        .workers(2)
-        .clock(clock)
-        .breaker(BreakerConfig::default().failure_threshold(1))
-        .retry(RetryPolicy::exponential(Duration::from_secs(1)).max_attempts(3))
-        .build()
-        .unwrap();
-    hooks
-        .try_send(Webhook::new(&server.url("/bad"), &1).unwrap())
-        .unwrap();
-    hooks
-        .try_send(Webhook::new(&server.url("/down"), &2).unwrap())
-        .unwrap();
-    assert!(wait_until(BOUND, || hooks.stats().waiting_retries == 1
-        && hooks.stats().dead_lettered == 1));
-    let live = hooks.stats();
-    let pool = Pool::builder()
-        .name("jobs")
-        .build(|n: u8| if n == 0 { Err("zero") } else { Ok(()) })
-        .unwrap();
-    for n in 0..5 {
-        pool.try_submit(n).unwrap();
-    }
-    let pool_stats = pool.shutdown().stats;
-    let report = hooks.shutdown_timeout(Duration::ZERO);
-    assert_eq!(report.stats.accepted, 2);
-    Exposition::new()
-        .dispatcher("web\"hooks\\", &live)
-        .pool("jobs", &pool_stats)
-        .render()
-}
 
 #[test]
 fn exposition_follows_the_text_format() {
@@ -652,16 +611,10 @@ fn panicking_hooks_are_contained_and_counted() {
 fn the_readme_lists_every_metric_and_nothing_else() {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let text = rich_exposition();
-    let rendered: std::collections::BTreeSet<_> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .map(|l| l.split(' ').next().unwrap().to_owned())
-        .collect();
     let documented: std::collections::BTreeSet<_> = readme
         .lines()
         .filter_map(|l| l.strip_prefix("| `hookpool_"))
         .map(|l| format!("hookpool_{}", l.split('`').next().unwrap()))
         .collect();
-    assert_eq!(rendered, documented);
+    assert_eq!(families(&rich_exposition()), documented);
 }

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests. Each test binary uses a subset.
 #![allow(dead_code)]
 
+pub mod exposition;
 pub mod logger;
 pub mod server;
 
@@ -90,11 +91,24 @@ impl Gate {
 /// test on any problem. Skipped when promtool is not installed, unless
 /// `HOOKPOOL_REQUIRE_PROMTOOL` is set (CI sets it).
 pub fn promtool_check(text: &str) {
+    if let Some(said) = promtool(&["check", "metrics"], text) {
+        assert!(
+            said.trim().is_empty(),
+            "promtool reported problems:\n{said}"
+        );
+    }
+}
+
+/// Runs promtool with `args`, writing `stdin` to it, fails the test unless
+/// it succeeds, and returns what it printed (stdout, then stderr). `None`
+/// when promtool is not installed, unless `HOOKPOOL_REQUIRE_PROMTOOL` is set
+/// (CI sets it).
+pub fn promtool(args: &[&str], stdin: &str) -> Option<String> {
     use std::io::Write;
     use std::process::{Command, Stdio};
 
     let child = Command::new("promtool")
-        .args(["check", "metrics"])
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -107,24 +121,24 @@ pub fn promtool_check(text: &str) {
                 "promtool is required but not runnable: {e}"
             );
             eprintln!("promtool not installed ({e}); skipped (CI runs it)");
-            return;
+            return None;
         }
     };
     // promtool reads all of stdin before it writes, so this cannot deadlock.
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(text.as_bytes()).unwrap();
-    drop(stdin);
+    let mut pipe = child.stdin.take().unwrap();
+    pipe.write_all(stdin.as_bytes()).unwrap();
+    drop(pipe);
     let out = child.wait_with_output().unwrap();
     let said = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "promtool failed:\n{said}\n{text}");
     assert!(
-        said.trim().is_empty(),
-        "promtool reported problems:\n{said}"
+        out.status.success(),
+        "promtool {args:?} failed:\n{said}\n{stdin}"
     );
+    Some(said)
 }
 
 /// Retries 1 ms apart and doubling, without jitter, at most `max_attempts`

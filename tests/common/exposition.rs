@@ -1,0 +1,81 @@
+//! A real Prometheus exposition holding every metric family, and the names
+//! it exports, for the tests that check docs and the operations kit against
+//! it.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use hookpool::{BreakerConfig, Dispatcher, Exposition, ManualClock, Pool, RetryPolicy, Webhook};
+
+use super::server::{Recorded, Reply, TestServer};
+use super::wait_until;
+
+/// Metrics from a run that exercises every family: failures, dead letters,
+/// an open breaker, retries, several pools. The dispatcher's are taken while
+/// it runs.
+pub fn rich_exposition() -> String {
+    let clock = ManualClock::new();
+    let server = TestServer::start(|r: &Recorded| match r.path.as_str() {
+        "/down" => Reply::Status(503),
+        "/bad" => Reply::Status(422),
+        _ => Reply::Status(200),
+    });
+    let hooks = Dispatcher::builder()
+        .name("web\"hooks\\")
+        .workers(2)
+        .clock(clock)
+        .breaker(BreakerConfig::default().failure_threshold(1))
+        .retry(RetryPolicy::exponential(Duration::from_secs(1)).max_attempts(3))
+        .build()
+        .unwrap();
+    hooks
+        .try_send(Webhook::new(&server.url("/bad"), &1).unwrap())
+        .unwrap();
+    hooks
+        .try_send(Webhook::new(&server.url("/down"), &2).unwrap())
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(20), || hooks
+        .stats()
+        .waiting_retries
+        == 1
+        && hooks.stats().dead_lettered == 1));
+    let live = hooks.stats();
+    let pool = Pool::builder()
+        .name("jobs")
+        .build(|n: u8| if n == 0 { Err("zero") } else { Ok(()) })
+        .unwrap();
+    for n in 0..5 {
+        pool.try_submit(n).unwrap();
+    }
+    let pool_stats = pool.shutdown().stats;
+    let report = hooks.shutdown_timeout(Duration::ZERO);
+    assert_eq!(report.stats.accepted, 2);
+    Exposition::new()
+        .dispatcher("web\"hooks\\", &live)
+        .pool("jobs", &pool_stats)
+        .render()
+}
+
+/// The metric families in `text`, from its `# TYPE` lines.
+pub fn families(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| l.split(' ').next().unwrap().to_owned())
+        .collect()
+}
+
+/// Every name a query can use on `text`: each family, and for a histogram
+/// its `_bucket`, `_sum` and `_count` series.
+pub fn queryable_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for line in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let (name, kind) = line.split_once(' ').unwrap();
+        names.insert(name.to_owned());
+        if kind == "histogram" {
+            for suffix in ["_bucket", "_sum", "_count"] {
+                names.insert(format!("{name}{suffix}"));
+            }
+        }
+    }
+    names
+}
