@@ -61,9 +61,15 @@ fn alerts(rules: &str) -> Vec<Alert> {
 
 /// GitHub's anchor for each heading of a Markdown file.
 fn anchors(markdown: &str) -> BTreeSet<String> {
+    let mut in_code = false;
     markdown
         .lines()
-        .filter(|l| l.starts_with('#'))
+        .filter(|l| {
+            if l.starts_with("```") {
+                in_code = !in_code;
+            }
+            !in_code && l.starts_with('#')
+        })
         .map(|l| {
             l.trim_start_matches('#')
                 .trim()
@@ -290,7 +296,9 @@ fn metric_names_are_found_whole_and_only_as_words() {
         BTreeSet::from(["hookpool_jobs_total".to_owned()])
     );
     assert_eq!(
-        anchors("# Operations\n### HookpoolQueueNearlyFull\n## The `/metrics` handler"),
+        anchors(
+            "# Operations\n```\n# HELP x\n```\n### HookpoolQueueNearlyFull\n## The `/metrics` handler"
+        ),
         BTreeSet::from([
             "operations".to_owned(),
             "hookpoolqueuenearlyfull".to_owned(),
