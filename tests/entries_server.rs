@@ -1,4 +1,4 @@
-//! `examples/entries_server.rs` run as a real process: the HTTP API, the
+//! `examples/entries_server/` run as a real process: the HTTP API, the
 //! webhooks it sends to a receiver on 127.0.0.1, the dead-letter file when
 //! the queue is full, and a SIGTERM while webhooks are still queued.
 //!
