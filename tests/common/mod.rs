@@ -23,6 +23,22 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Whether this process's thread named `name` (as the OS shows it: at most
+/// 15 bytes) is asleep, blocked in the kernel as on a condition variable.
+/// Linux only, like the other tests that read `/proc`.
+pub fn thread_asleep(name: &str) -> bool {
+    let tasks = std::fs::read_dir("/proc/self/task").expect("/proc/self/task");
+    tasks.filter_map(Result::ok).any(|task| {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        // The state follows the parenthesised name, which may hold spaces.
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let state = stat
+            .rsplit_once(") ")
+            .map(|(_, rest)| rest.starts_with('S'));
+        comm.trim_end() == name && state == Some(true)
+    })
+}
+
 /// `n` parties meet; each waits at most `timeout` for the others. Unlike
 /// `std::sync::Barrier`, a missing party makes the test fail instead of hang.
 #[derive(Clone)]
@@ -69,9 +85,13 @@ impl Gate {
         self.0.1.notify_all();
     }
 
-    /// Waits until opened, at most 20 s.
+    /// Waits until opened. Panics after 20 s: a gate nobody opens fails the
+    /// job (and so the test) instead of letting it through.
     pub fn wait(&self) {
-        self.wait_for(Duration::from_secs(20));
+        assert!(
+            self.wait_for(Duration::from_secs(20)),
+            "a Gate was not opened within 20 s"
+        );
     }
 
     /// Waits for `open`; returns whether it came within `timeout`.
