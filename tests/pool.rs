@@ -195,22 +195,6 @@ fn live_submitters_do_not_keep_the_pool_open() {
     assert!(clone.try_submit(3).unwrap_err().is_closed());
 }
 
-/// Waits until the thread `thread` (named so) is asleep in a submission to
-/// the pool `pool`, past the batch wait: waiting for any free slot, where
-/// only a worker or shutdown can wake it.
-fn wait_for_a_waiting_submission(pool: &str, thread: &str) {
-    let line = format!("{pool}: no batch of room, waiting for any free slot");
-    assert!(
-        wait_until(BOUND, || !logger::lines_containing(&line).is_empty()),
-        "{thread} never waited for any free slot"
-    );
-    // After its last log line, the only place it can sleep is that wait.
-    assert!(
-        wait_until(BOUND, || common::thread_asleep(thread)),
-        "{thread} is not asleep"
-    );
-}
-
 #[test]
 fn blocked_submit_timeout_is_woken_by_shutdown_with_its_job() {
     logger::install();
@@ -239,7 +223,7 @@ fn blocked_submit_timeout_is_woken_by_shutdown_with_its_job() {
             done_tx.send(sent).unwrap();
         })
         .unwrap();
-    wait_for_a_waiting_submission("woken-by-shutdown", "blocked-submit");
+    common::wait_for_a_waiting_submission("woken-by-shutdown", "blocked-submit");
     let closer = thread::spawn(move || pool.shutdown());
     // The blocked caller gets its job back as Closed long before its 600 s.
     assert_eq!(done.recv_timeout(BOUND), Ok(Err(SubmitError::Closed(4))));
@@ -281,7 +265,7 @@ fn a_waiting_submission_takes_the_first_free_slot() {
         .unwrap();
     // Once it has waited past the batch wait (a millisecond), one job ends
     // and the worker takes the next: one slot is free.
-    wait_for_a_waiting_submission("first-free-slot", "first-free-slot");
+    common::wait_for_a_waiting_submission("first-free-slot", "first-free-slot");
     tokens.send(()).unwrap();
     assert_eq!(done.recv_timeout(BOUND), Ok(Ok(())));
     waiting.join().unwrap();

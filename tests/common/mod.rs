@@ -39,6 +39,24 @@ pub fn thread_asleep(name: &str) -> bool {
     })
 }
 
+/// Waits until the thread named `thread` is asleep in a submission to the
+/// pool (or dispatcher) named `pool`, past the batch wait: waiting for any
+/// free slot, where only a worker freeing one or shutdown can wake it.
+/// Needs [`logger::install`].
+pub fn wait_for_a_waiting_submission(pool: &str, thread: &str) {
+    let line = format!("{pool}: no batch of room, waiting for any free slot");
+    assert!(
+        wait_until(Duration::from_secs(20), || !logger::lines_containing(&line)
+            .is_empty()),
+        "{thread} never waited for any free slot"
+    );
+    // After that line, the only place it can sleep is that wait.
+    assert!(
+        wait_until(Duration::from_secs(20), || thread_asleep(thread)),
+        "{thread} is not asleep"
+    );
+}
+
 /// `n` parties meet; each waits at most `timeout` for the others. Unlike
 /// `std::sync::Barrier`, a missing party makes the test fail instead of hang.
 #[derive(Clone)]
