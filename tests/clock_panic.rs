@@ -47,25 +47,8 @@ const PARKED_TEST: &str = "a_clock_panic_while_another_delivery_is_parked_does_n
 /// aborts.
 #[test]
 fn a_clock_panic_while_another_delivery_is_parked_does_not_abort() {
-    if std::env::var_os("REVIEW_CHILD").is_none() {
-        let exe = std::env::current_exe().unwrap();
-        let out = std::process::Command::new(exe)
-            .args(["--exact", PARKED_TEST, "--nocapture"])
-            .env("REVIEW_CHILD", "1")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success(),
-            "child failed ({:?}):\n{stderr}",
-            out.status
-        );
-        // A renamed test would make the child run nothing and succeed.
-        assert!(
-            stdout.contains("test result: ok. 1 passed;"),
-            "the child did not run {PARKED_TEST}:\n{stdout}"
-        );
+    if !common::in_child() {
+        common::run_test_in_child(PARKED_TEST, &[], &[]);
         return;
     }
     let gate = common::Gate::default();

@@ -1118,3 +1118,134 @@ fn the_connect_timeout_bounds_a_connect_that_never_completes() {
     assert_eq!(letters.letters()[0].error, "request timed out");
     drop(fillers);
 }
+
+// ---------------------------------------------------------------------------
+// README promises: dropping, the DNS cache, max_elapsed.
+// ---------------------------------------------------------------------------
+
+/// Dropping a dispatcher whose endpoint hangs returns after `drop_timeout`
+/// plus, at most, the request in flight's own timeout, instead of the retry
+/// policy's hours; without a sink, each webhook it dead-letters is logged
+/// at error level with its id.
+#[test]
+fn dropping_a_dispatcher_whose_endpoint_hangs_returns_and_logs_its_letters() {
+    logger::install();
+    let server = TestServer::start(|_| Reply::Hang);
+    let hooks = builder("dropped-hanging")
+        .workers(1)
+        .timeout(Duration::from_secs(1))
+        .drop_timeout(Duration::from_millis(200))
+        .retry(
+            RetryPolicy::exponential(Duration::from_secs(1))
+                .jitter(false)
+                .max_attempts(2),
+        )
+        .build()
+        .unwrap();
+    let ids: Vec<String> = (0..4)
+        .map(|n| {
+            let webhook = hook(&server, "/hang", n);
+            let id = webhook.id().to_owned();
+            hooks.try_send(webhook).unwrap();
+            id
+        })
+        .collect();
+    assert!(server.wait_for_requests(1, BOUND));
+    let started = std::time::Instant::now();
+    drop(hooks);
+    // 200 ms, then the hanging request ends within its 1 s timeout (it
+    // started before the drop); 2 s more for a loaded machine. Waiting for
+    // the policy instead would take 4 x 2 attempts of 1 s each.
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(200) && took < Duration::from_millis(3200),
+        "{took:?}"
+    );
+    let logged: Vec<_> =
+        logger::lines_containing("dropped-hanging: dispatcher dropped with an undelivered webhook")
+            .into_iter()
+            .filter(|l| l.level == log::Level::Error)
+            .collect();
+    assert_eq!(logged.len(), 4, "{logged:?}");
+    for id in &ids {
+        assert!(
+            logged.iter().any(|l| l.message.contains(id.as_str())),
+            "{id} was not logged: {logged:?}"
+        );
+    }
+}
+
+/// Resolved addresses are reused, and forgotten after a failed connection:
+/// every retry after one resolves the host again. ureq logs each lookup it
+/// makes (at trace, target `ureq::unversioned::resolver`), and it is asked
+/// only when the cache has nothing.
+#[test]
+fn a_failed_connection_forgets_the_resolved_address() {
+    logger::install();
+    let server = TestServer::start(|_| Reply::Status(204));
+    let port = server.addr().port();
+    let lookup = format!(": localhost:{port}");
+    let lookups = || {
+        logger::all_lines()
+            .iter()
+            .filter(|l| l.target.starts_with("ureq") && l.message.starts_with("Resolve"))
+            .filter(|l| l.message.trim_end().ends_with(&lookup))
+            .count()
+    };
+    let letters = MemoryDeadLetters::new();
+    let hooks = builder("dns-forget")
+        .workers(1)
+        .dead_letters(letters.clone())
+        .build()
+        .unwrap();
+    let url = format!("http://localhost:{port}/in");
+    for n in 0..2 {
+        hooks.try_send(Webhook::new(&url, &n).unwrap()).unwrap();
+        assert!(wait_until(BOUND, || hooks.stats().delivered == n + 1));
+    }
+    assert_eq!(lookups(), 1, "the second delivery resolved again");
+    // Nothing listens there any more: every attempt's connection fails.
+    drop(server);
+    hooks.try_send(Webhook::new(&url, &2).unwrap()).unwrap();
+    let report = hooks.shutdown();
+    assert_eq!(report.stats.dead_lettered, 1);
+    assert_eq!(letters.letters()[0].attempts, 3);
+    // The first attempt used the cached address; each of the two retries
+    // resolved again, because the failure before it forgot the address.
+    assert_eq!(lookups(), 3);
+}
+
+/// A webhook whose retries outlast the policy's `max_elapsed` is
+/// dead-lettered with reason `max_elapsed`, not `retries_exhausted`.
+#[test]
+fn retries_stopped_by_max_elapsed_give_reason_max_elapsed() {
+    let clock = ManualClock::new();
+    let server = TestServer::start(|_| Reply::Status(500));
+    let letters = MemoryDeadLetters::new();
+    let hooks = builder("max-elapsed")
+        .workers(1)
+        .clock(clock.clone())
+        .dead_letters(letters.clone())
+        .retry(common::quick_retry(10).max_elapsed(Some(Duration::from_secs(60))))
+        .build()
+        .unwrap();
+    hooks.try_send(hook(&server, "/in", 1)).unwrap();
+    assert!(wait_until(BOUND, || hooks.stats().waiting_retries == 1));
+    // Past the limit: the second attempt fails, and is the last.
+    clock.advance(Duration::from_secs(61));
+    assert!(wait_until(BOUND, || hooks.stats().dead_lettered == 1));
+    let letters = letters.letters();
+    assert_eq!(
+        (letters[0].reason, letters[0].attempts),
+        (DeadLetterReason::MaxElapsed, 2)
+    );
+    assert_eq!(server.request_count(), 2);
+    let report = hooks.shutdown();
+    assert_eq!(
+        report
+            .stats
+            .dead_lettered_by_reason
+            .get(&DeadLetterReason::MaxElapsed),
+        Some(&1)
+    );
+}

@@ -341,6 +341,62 @@ fn private_and_metadata_addresses_are_refused_before_any_connection() {
     assert_eq!(report.stats.retried, 0);
 }
 
+const PROXY_TEST: &str = "proxies_from_the_environment_are_ignored_with_the_guard";
+
+/// In a child process whose environment names a proxy (a test server that
+/// answers every CONNECT 502), a webhook to 10.0.0.1. With the guard, the
+/// proxy sees nothing, and the guard refused the target itself (a proxy
+/// would have been refused as 127.0.0.1). Without it, the proxy is asked:
+/// the environment does reach ureq.
+#[test]
+fn proxies_from_the_environment_are_ignored_with_the_guard() {
+    if common::in_child() {
+        let guard = std::env::var("HOOKPOOL_TEST_GUARD").as_deref() == Ok("on");
+        let letters = MemoryDeadLetters::new();
+        let hooks = builder("proxy-env")
+            .deny_private_networks(guard)
+            .retry(RetryPolicy::none())
+            .dead_letters(letters.clone())
+            .build()
+            .unwrap();
+        hooks
+            .try_send(Webhook::new("http://10.0.0.1/hook", &1).unwrap())
+            .unwrap();
+        assert_eq!(hooks.shutdown_timeout(BOUND).stats.dead_lettered, 1);
+        let letter = &letters.letters()[0];
+        if guard {
+            assert_eq!(letter.reason, DeadLetterReason::Blocked, "{letter:?}");
+            assert_eq!(
+                letter.error,
+                "address refused: 10.0.0.1 is in a private or reserved range"
+            );
+        }
+        return;
+    }
+    let proxy = TestServer::start(|_| Reply::Status(502));
+    let url = proxy.url("");
+    let proxy_env = [
+        ("HTTP_PROXY", url.as_str()),
+        ("http_proxy", url.as_str()),
+        ("ALL_PROXY", url.as_str()),
+        ("all_proxy", url.as_str()),
+    ];
+    let no_proxy = ["NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy"];
+    let mut envs = proxy_env.to_vec();
+    envs.push(("HOOKPOOL_TEST_GUARD", "on"));
+    common::run_test_in_child(PROXY_TEST, &envs, &no_proxy);
+    assert_eq!(proxy.request_count(), 0, "the guarded child used the proxy");
+    envs.pop();
+    envs.push(("HOOKPOOL_TEST_GUARD", "off"));
+    common::run_test_in_child(PROXY_TEST, &envs, &no_proxy);
+    let asked: Vec<_> = proxy
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(asked, ["CONNECT 10.0.0.1:80"]);
+}
+
 #[test]
 fn blocked_is_a_permanent_error() {
     let err = DeliveryError::Blocked("10.0.0.1 is in a private or reserved range".into());

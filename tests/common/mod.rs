@@ -57,6 +57,79 @@ pub fn wait_for_a_waiting_submission(pool: &str, thread: &str) {
     );
 }
 
+/// Set in a child process started by [`run_test_in_child`].
+const CHILD_VAR: &str = "HOOKPOOL_TEST_CHILD";
+
+/// Whether this process is a child started by [`run_test_in_child`].
+pub fn in_child() -> bool {
+    std::env::var_os(CHILD_VAR).is_some()
+}
+
+/// Runs the test `name` of this test binary again in a child process, with
+/// `envs` set and `removed` unset, and fails unless the child passed having
+/// run exactly that one test (a renamed test would run none and pass).
+/// Returns the child's stdout; kills it after 60 s.
+pub fn run_test_in_child(name: &str, envs: &[(&str, &str)], removed: &[&str]) -> String {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+
+    let mut cmd = Command::new(std::env::current_exe().expect("this test binary"));
+    cmd.args(["--exact", name, "--nocapture", "--test-threads", "1"])
+        .env(CHILD_VAR, "1")
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for var in removed {
+        cmd.env_remove(var);
+    }
+    let mut child = cmd.spawn().expect("start the child");
+    let pipes = [
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    ];
+    let readers: Vec<_> = pipes
+        .into_iter()
+        .flatten()
+        .map(|mut pipe| {
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                let _ = pipe.read_to_string(&mut text);
+                text
+            })
+        })
+        .collect();
+    let mut status = None;
+    wait_until(Duration::from_secs(60), || {
+        status = child.try_wait().expect("poll the child");
+        status.is_some()
+    });
+    if status.is_none() {
+        let _ = child.kill();
+        status = child.wait().ok();
+    }
+    let mut texts = readers.into_iter().map(|r| r.join().unwrap_or_default());
+    let (stdout, stderr) = (
+        texts.next().unwrap_or_default(),
+        texts.next().unwrap_or_default(),
+    );
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the child running {name} failed ({status:?}):\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("test result: ok. 1 passed;"),
+        "the child did not run {name}:\n{stdout}"
+    );
+    stdout
+}
+
 /// `n` parties meet; each waits at most `timeout` for the others. Unlike
 /// `std::sync::Barrier`, a missing party makes the test fail instead of hang.
 #[derive(Clone)]
