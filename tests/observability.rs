@@ -615,7 +615,7 @@ fn panicking_hooks_are_contained_and_counted() {
     let hooks = Dispatcher::builder()
         .name("hook-panics")
         .workers(2)
-        .retry(RetryPolicy::none())
+        .retry(hookpool::RetryPolicy::none())
         .on_delivered(|_| panic!("delivered hook is broken"))
         .on_dead_letter(|_| panic!("dead-letter hook is broken"))
         .build()
