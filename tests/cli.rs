@@ -9,9 +9,9 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::server::{Recorded, Reply, Script, TestServer};
@@ -61,7 +61,9 @@ struct Running {
     child: Child,
     stdin: Option<ChildStdin>,
     stdout: Receiver<String>,
-    stderr: Option<std::thread::JoinHandle<String>>,
+    /// Everything on stderr so far; complete once the reader has joined.
+    stderr_text: Arc<Mutex<String>>,
+    stderr: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Running {
@@ -82,18 +84,35 @@ impl Running {
                 }
             }
         });
-        let mut err = child.stderr.take().unwrap();
+        let err = BufReader::new(child.stderr.take().unwrap());
+        let stderr_text = Arc::new(Mutex::new(String::new()));
+        let text = Arc::clone(&stderr_text);
         let stderr = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = std::io::Read::read_to_string(&mut err, &mut text);
-            text
+            for line in err.lines().map_while(Result::ok) {
+                let mut text = text.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+            }
         });
         Running {
             stdin: child.stdin.take(),
             child,
             stdout,
+            stderr_text,
             stderr: Some(stderr),
         }
+    }
+
+    /// Waits (bounded) until stderr has shown `needle`.
+    fn wait_for_stderr(&self, needle: &str, timeout: Duration) {
+        let seen = common::wait_until(timeout, || {
+            self.stderr_text.lock().unwrap().contains(needle)
+        });
+        assert!(
+            seen,
+            "{needle:?} not on stderr within {timeout:?}:\n{}",
+            self.stderr_text.lock().unwrap()
+        );
     }
 
     fn write_stdin(&mut self, bytes: &[u8]) {
@@ -137,7 +156,8 @@ impl Running {
         while let Ok(line) = self.stdout.recv_timeout(Duration::from_secs(5)) {
             lines.push(line);
         }
-        let stderr = self.stderr.take().unwrap().join().unwrap();
+        self.stderr.take().unwrap().join().unwrap();
+        let stderr = self.stderr_text.lock().unwrap().clone();
         (
             status.code().expect("an exit code, not a signal"),
             lines,
@@ -448,9 +468,12 @@ fn replay_delivers_again_once_the_endpoint_recovers_and_keeps_what_fails() {
     );
 }
 
-#[test]
-fn ctrl_c_stops_send_and_dead_letters_every_line_not_delivered() {
-    let dir = TempDir::new("interrupt");
+/// `send` to an endpoint that hangs, interrupted while it is still reading,
+/// and `interrupts - 1` times more once its drain has begun: it drains for
+/// the whole drain timeout, exits 1, and every line read is in the
+/// dead-letter file with reason `shutdown`.
+fn interrupted_send(name: &str, interrupts: usize, drain: Duration) {
+    let dir = TempDir::new(name);
     let letters = dir.path("dead.jsonl");
     let server = TestServer::start(|_: &Recorded| Reply::Hang);
     let mut cmd = hookpool(&dir.0);
@@ -463,16 +486,31 @@ fn ctrl_c_stops_send_and_dead_letters_every_line_not_delivered() {
         "--queue",
         "3",
     ])
-    .args(["--drain-timeout-ms", "200", "--dead-letters"])
+    .args(["--drain-timeout-ms", &drain.as_millis().to_string()])
+    .arg("--dead-letters")
     .arg(&letters);
     let mut child = Running::spawn(cmd);
     // stdin stays open: the tool is still reading when it is interrupted.
     child.write_stdin(lines(1..11).as_bytes());
     assert!(server.wait_for_requests(2, Duration::from_secs(10)));
+    let first = Instant::now();
     child.interrupt();
-    let (code, stdout, stderr) = child.finish(Duration::from_secs(10));
+    for _ in 1..interrupts {
+        child.wait_for_stderr(
+            "interrupted: delivering what is queued",
+            Duration::from_secs(10),
+        );
+        child.interrupt();
+        assert!(
+            first.elapsed() < drain,
+            "interrupted again too late to test anything"
+        );
+    }
+    let (code, stdout, stderr) = child.finish(Duration::from_secs(10) + drain);
 
     assert_eq!(code, 1, "{stderr}");
+    // Nothing cut the drain short.
+    assert!(first.elapsed() >= drain, "{:?}", first.elapsed());
     let summary: Value = serde_json::from_str(stdout.last().unwrap()).unwrap();
     assert_eq!(summary["interrupted"], true);
     assert_eq!(summary["lines"], 10, "{summary}");
@@ -488,6 +526,160 @@ fn ctrl_c_stops_send_and_dead_letters_every_line_not_delivered() {
     let expected: BTreeSet<String> = lines(1..11).lines().map(String::from).collect();
     assert_eq!(payloads, expected);
     assert_eq!(stored.len(), 10);
+}
+
+#[test]
+fn ctrl_c_stops_send_and_dead_letters_every_line_not_delivered() {
+    interrupted_send("interrupt", 1, Duration::from_millis(200));
+}
+
+/// README: a second Ctrl-C during `send` changes nothing.
+#[test]
+fn a_second_ctrl_c_changes_nothing() {
+    interrupted_send("interrupt-twice", 2, Duration::from_secs(2));
+}
+
+/// README: retries stopped by `--max-elapsed-ms` give reason `max_elapsed`.
+#[test]
+fn send_gives_up_at_max_elapsed() {
+    let dir = TempDir::new("max-elapsed");
+    let letters = dir.path("dead.jsonl");
+    let server = TestServer::start(|_: &Recorded| Reply::Status(503));
+    let mut cmd = hookpool(&dir.0);
+    cmd.args(["send", "--url", &server.url("/in")])
+        .args(["--max-elapsed-ms", "300", "--max-attempts", "1000"])
+        .args(["--base-delay-ms", "1", "--breaker-failures", "0"])
+        .arg("--dead-letters")
+        .arg(&letters);
+    let out = run(cmd, b"{\"n\":1}\n");
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(
+        out.summary["dead_lettered_by_reason"],
+        serde_json::json!({"max_elapsed": 1}),
+        "{}",
+        out.summary
+    );
+    let stored = JsonlDeadLetters::read(&letters).unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].reason, DeadLetterReason::MaxElapsed);
+    assert!(stored[0].attempts >= 2 && stored[0].attempts < 1000);
+}
+
+/// README: a letter `send` cannot write is printed on stderr as JSON.
+#[test]
+fn send_prints_letters_it_cannot_write_on_stderr_as_json() {
+    let dir = TempDir::new("dev-full");
+    let server = TestServer::start(|_: &Recorded| Reply::Status(400));
+    let mut cmd = hookpool(&dir.0);
+    cmd.args([
+        "send",
+        "--url",
+        &server.url("/in"),
+        "--dead-letters",
+        "/dev/full",
+    ]);
+    let out = run(cmd, lines(0..3).as_bytes());
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(out.n("dead_lettered"), 3);
+    let printed: Vec<hookpool::DeadLetter> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        printed
+            .iter()
+            .all(|l| l.reason == DeadLetterReason::PermanentFailure),
+        "{}",
+        out.stderr
+    );
+    let payloads: BTreeSet<String> = printed.iter().map(|l| l.payload.get().to_owned()).collect();
+    let expected: BTreeSet<String> = lines(0..3).lines().map(String::from).collect();
+    assert_eq!(payloads, expected, "{}", out.stderr);
+    assert_eq!(printed.len(), 3);
+}
+
+/// Writes a dead letter for `url` per payload to `path`, gives it `mode`,
+/// and returns its contents.
+fn letters_file(path: &Path, url: &str, payloads: &[&str], mode: u32) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let sink = JsonlDeadLetters::open(path).unwrap();
+    for payload in payloads {
+        let webhook = hookpool::Webhook::from_json(url, *payload).unwrap();
+        let letter =
+            hookpool::DeadLetter::from_webhook(&webhook, DeadLetterReason::Shutdown, "stopped");
+        hookpool::DeadLetterSink::store(&sink, &letter).unwrap();
+    }
+    drop(sink);
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    std::fs::read_to_string(path).unwrap()
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// README: replay gives the rewritten FILE its permissions (0600 here,
+/// while a new file would get 0644 under the usual umask).
+#[test]
+fn replay_keeps_the_file_permissions() {
+    let dir = TempDir::new("replay-mode");
+    let file = dir.path("dead.jsonl");
+    let server = TestServer::start(|r: &Recorded| {
+        if r.body_text().contains("poison") {
+            Reply::Status(400)
+        } else {
+            Reply::Status(204)
+        }
+    });
+    letters_file(
+        &file,
+        &server.url("/in"),
+        &["{\"n\":1}", "{\"poison\":1}"],
+        0o600,
+    );
+    let mut cmd = hookpool(&dir.0);
+    cmd.arg("replay").arg(&file);
+    let out = run(cmd, b"");
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!((out.n("delivered"), out.n("remaining")), (1, 1));
+    assert_eq!(JsonlDeadLetters::read(&file).unwrap().len(), 1);
+    assert_eq!(mode(&file), 0o600);
+}
+
+/// README: when FILE cannot be rewritten, replay exits 1 and FILE is
+/// unchanged. The rewrite is made to fail after the up-front check, and as
+/// root too (who may write anywhere): the receiver puts a directory where
+/// FILE.tmp goes when the first webhook arrives.
+#[test]
+fn replay_exits_1_and_leaves_the_file_unchanged_when_the_rewrite_fails() {
+    let dir = TempDir::new("replay-fails");
+    let file = dir.path("dead.jsonl");
+    let tmp = dir.path("dead.jsonl.tmp");
+    let blocker = tmp.clone();
+    let server = TestServer::start(move |_: &Recorded| {
+        let _ = std::fs::create_dir(&blocker);
+        Reply::Status(204)
+    });
+    let before = letters_file(
+        &file,
+        &server.url("/in"),
+        &["{\"n\":1}", "{\"n\":2}"],
+        0o600,
+    );
+    let mut cmd = hookpool(&dir.0);
+    cmd.arg("replay").arg(&file);
+    let out = run(cmd, b"");
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    // Both were delivered, but the file could not say so: it keeps both.
+    assert_eq!((out.n("delivered"), out.n("remaining")), (2, 2));
+    assert!(out.summary["rewrite_error"].is_string(), "{}", out.summary);
+    assert!(out.stderr.contains("it is unchanged"), "{}", out.stderr);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), before);
+    assert_eq!(mode(&file), 0o600);
+    assert!(tmp.is_dir(), "replay removed what it did not create");
 }
 
 /// A signed request to `hookpool listen`: (status, Retry-After).
@@ -688,4 +880,39 @@ fn send_shows_progress_only_on_a_terminal() {
         "a progress line without a terminal:\n{}",
         piped.stderr
     );
+}
+
+/// README: `hookpool listen` answers 413 to a body over 4 MiB, and takes
+/// one of exactly 4 MiB.
+#[test]
+fn listen_answers_413_to_a_body_over_4_mib() {
+    use std::io::Read;
+    let dir = TempDir::new("listen-413");
+    let (child, url) = listen(&dir.0, &[]);
+    let limit = 4 * 1024 * 1024;
+    let agent = agent();
+    assert_eq!(post(&agent, &url, None, &"x".repeat(limit)).0, 202);
+    // One byte more: the head alone is enough to refuse it, and the answer
+    // comes before any of the body is sent.
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/webhook");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /webhook HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n",
+        limit + 1
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer:?}");
+    child.interrupt();
+    let (code, stdout, stderr) = child.finish(Duration::from_secs(10));
+    assert_eq!(code, 0, "{stderr}");
+    let counts: Value = serde_json::from_str(stdout.last().unwrap()).unwrap();
+    assert_eq!(counts["accepted"], 1, "{counts}");
 }

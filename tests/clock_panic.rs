@@ -38,29 +38,17 @@ impl Clock for GlitchyClock {
     }
 }
 
+/// The test below, by name: it runs itself again in a child process.
+const PARKED_TEST: &str = "a_clock_panic_while_another_delivery_is_parked_does_not_abort";
+
 /// A panic from the injected clock while a delivery holds a bulkhead slot
 /// and another is parked: `SlotGuard::drop` calls the injected clock again
 /// while unwinding. Runs in a child process, since a panic while unwinding
 /// aborts.
 #[test]
 fn a_clock_panic_while_another_delivery_is_parked_does_not_abort() {
-    if std::env::var_os("REVIEW_CHILD").is_none() {
-        let exe = std::env::current_exe().unwrap();
-        let out = std::process::Command::new(exe)
-            .args([
-                "--exact",
-                "a_clock_panic_while_another_delivery_is_parked_does_not_abort",
-                "--nocapture",
-            ])
-            .env("REVIEW_CHILD", "1")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success(),
-            "child failed ({:?}):\n{stderr}",
-            out.status
-        );
+    if !common::in_child() {
+        common::run_test_in_child(PARKED_TEST, &[], &[]);
         return;
     }
     let gate = common::Gate::default();

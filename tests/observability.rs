@@ -561,17 +561,20 @@ fn hooks_see_deliveries_dead_letters_and_breaker_changes() {
 #[test]
 fn panicking_hooks_are_contained_and_counted() {
     logger::install();
-    let server = TestServer::start(|r: &Recorded| {
-        if r.path == "/ok" {
-            Reply::Status(200)
-        } else {
-            Reply::Status(400)
-        }
-    });
+    // Two requests to /meet are answered only once both are in flight at
+    // once: proof that both workers are alive after the hooks panicked.
     let meet = Rendezvous::new(2);
+    let met = meet.clone();
+    let server = TestServer::start(move |r: &Recorded| match r.path.as_str() {
+        "/ok" => Reply::Status(200),
+        "/meet" if met.arrive_and_wait(BOUND) => Reply::Status(200),
+        "/meet" => Reply::Status(500),
+        _ => Reply::Status(400),
+    });
     let hooks = Dispatcher::builder()
         .name("hook-panics")
         .workers(2)
+        .retry(hookpool::RetryPolicy::none())
         .on_delivered(|_| panic!("delivered hook is broken"))
         .on_dead_letter(|_| panic!("dead-letter hook is broken"))
         .build()
@@ -591,20 +594,31 @@ fn panicking_hooks_are_contained_and_counted() {
         s.in_progress() == 0 && s.hook_panics == 20
     }));
     let s = hooks.stats();
-    // Each webhook still ends exactly once; no job panicked; both workers live.
+    // Each webhook still ends exactly once, and no job panicked.
     assert_eq!(
         (s.accepted, s.delivered, s.dead_lettered, s.hook_panics),
         (20, 10, 10, 20)
     );
     assert_eq!((s.pool.panicked, s.pool.workers), (0, 2));
-    drop(meet);
+    // Both workers are alive: they hold one request each at the same time.
+    for n in 0..2 {
+        hooks
+            .try_send(Webhook::new(&server.url("/meet"), &n).unwrap())
+            .unwrap();
+    }
+    assert!(wait_until(BOUND, || {
+        let s = hooks.stats();
+        s.in_progress() == 0 && s.hook_panics == 22
+    }));
     let report = hooks.shutdown();
+    // Both /meet webhooks were delivered, at their only attempt: both met.
+    assert_eq!(report.stats.delivered, 12, "the two workers never met");
     assert_eq!(report.dead_letters.len(), 10);
     let errors = logger::lines_containing("hook-panics: on_")
         .into_iter()
         .filter(|l| l.level == log::Level::Error)
         .count();
-    assert_eq!(errors, 20);
+    assert_eq!(errors, 22);
 }
 
 #[test]

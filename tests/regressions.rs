@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::server::{Reply, TestServer};
-use common::wait_until;
+use common::{logger, wait_until};
 use hookpool::{
     BreakerConfig, BreakerState, BuildError, Clock, DeadLetter, DeadLetterReason, DeadLetterSink,
     Dispatcher, JsonlDeadLetters, MemoryDeadLetters, Pool, RetryPolicy, Webhook,
@@ -147,9 +147,10 @@ fn a_failing_sink_hands_letters_back() {
 
 /// A dispatcher whose only worker hangs on a request (until `timeout`) and
 /// whose one-slot queue is full: the next send is refused or blocks.
-fn hung_worker_and_full_queue(timeout: Duration) -> (TestServer, Dispatcher, String) {
+fn hung_worker_and_full_queue(name: &str, timeout: Duration) -> (TestServer, Dispatcher, String) {
     let server = TestServer::start(|_| Reply::Hang);
     let hooks = Dispatcher::builder()
+        .name(name)
         .workers(1)
         .queue_capacity(1)
         .timeout(timeout)
@@ -165,7 +166,8 @@ fn hung_worker_and_full_queue(timeout: Duration) -> (TestServer, Dispatcher, Str
 /// `accepted` is a Prometheus counter; refusals used to make it go down.
 #[test]
 fn accepted_never_goes_backwards() {
-    let (_server, hooks, url) = hung_worker_and_full_queue(Duration::from_secs(5));
+    let (_server, hooks, url) =
+        hung_worker_and_full_queue("never-backwards", Duration::from_secs(5));
     let stop = Arc::new(AtomicBool::new(false));
     let (handle, stopping) = (hooks.handle(), Arc::clone(&stop));
     let producer = std::thread::spawn(move || {
@@ -269,12 +271,9 @@ fn huge_durations_do_not_panic() {
     assert_eq!(server.request_count(), 1);
     let report = hooks.shutdown_timeout(Duration::ZERO);
     assert_eq!(report.stats.pool.panicked, 0);
-    assert!(
-        letters
-            .letters()
-            .iter()
-            .all(|l| l.reason == DeadLetterReason::Shutdown)
-    );
+    // Both waiting webhooks are dead-lettered at the deadline.
+    let reasons: Vec<_> = letters.letters().iter().map(|l| l.reason).collect();
+    assert_eq!(reasons, [DeadLetterReason::Shutdown; 2]);
 }
 
 /// An absurd capacity used to panic inside the channel instead of being a
@@ -288,13 +287,20 @@ fn absurd_capacities_are_a_build_error() {
     assert!(matches!(err, BuildError::Invalid(_)), "{err:?}");
 }
 
-#[derive(Debug)]
-struct SlowSink(MemoryDeadLetters);
+/// A sink whose first letter lets the held request finish, then waits
+/// until the worker has either taken its next job or exited.
+struct ReleasingSink {
+    release: common::Gate,
+    worker_moved_on: Box<dyn Fn() -> bool + Send + Sync>,
+}
 
-impl DeadLetterSink for SlowSink {
-    fn store(&self, letter: &DeadLetter) -> std::io::Result<()> {
-        std::thread::sleep(Duration::from_millis(50));
-        self.0.store(letter)
+impl DeadLetterSink for ReleasingSink {
+    fn store(&self, _: &DeadLetter) -> std::io::Result<()> {
+        self.release.open();
+        // A panic here would be contained by the dispatcher: the count of
+        // requests below decides.
+        let _ = wait_until(BOUND, &self.worker_moved_on);
+        Ok(())
     }
 }
 
@@ -302,19 +308,35 @@ impl DeadLetterSink for SlowSink {
 /// workers, which meanwhile started queued requests after the deadline.
 #[test]
 fn no_request_starts_after_the_deadline() {
-    let server = TestServer::start(|r| {
+    // The first /slow request is held until shutdown writes its first
+    // letter, so it is the one in flight at the deadline whatever the timing.
+    let release = common::Gate::default();
+    let held = release.clone();
+    let server = Arc::new(TestServer::start(move |r| {
         if r.path_only() == "/fail" {
             Reply::Status(503)
         } else {
-            Reply::Delay(Duration::from_millis(150), Box::new(Reply::Status(204)))
+            held.wait();
+            Reply::Status(204)
         }
+    }));
+    // Once the held request is answered, the worker either starts the
+    // next /slow request (the bug) or exits (stopped at the deadline).
+    let watched = Arc::clone(&server);
+    let worker_moved_on = Box::new(move || {
+        watched.request_count() > 6
+            || common::server::os_threads_with_prefix("deadline-0") == Some(0)
     });
     let hooks = Dispatcher::builder()
+        .name("deadline")
         .workers(1)
         .queue_capacity(16)
         .breaker(BreakerConfig::disabled())
         .retry(RetryPolicy::exponential(Duration::from_secs(3600)).max_attempts(5))
-        .dead_letters(SlowSink(MemoryDeadLetters::new()))
+        .dead_letters(ReleasingSink {
+            release: release.clone(),
+            worker_moved_on,
+        })
         .build()
         .unwrap();
     for n in 0..5 {
@@ -330,6 +352,7 @@ fn no_request_starts_after_the_deadline() {
     }
     assert!(server.wait_for_requests(6, BOUND));
     let mut report = hooks.shutdown_timeout(Duration::from_millis(20));
+    release.open();
     assert_eq!(report.wait_running(BOUND), 0);
     assert_eq!(
         server.request_count(),
@@ -346,27 +369,31 @@ fn no_request_starts_after_the_deadline() {
 /// whole timeout after shutdown began.
 #[test]
 fn shutdown_wakes_a_blocked_send_timeout() {
-    let (_server, hooks, url) = hung_worker_and_full_queue(Duration::from_secs(3));
+    logger::install();
+    let (_server, hooks, url) = hung_worker_and_full_queue("blocked-send", Duration::from_secs(3));
     let handle = hooks.handle();
     let blocked_url = url.clone();
-    let blocked = std::thread::spawn(move || {
-        let started = Instant::now();
-        let result = handle.send_timeout(
-            Webhook::new(&blocked_url, &2).unwrap(),
-            Duration::from_secs(600),
-        );
-        (result.map_err(|e| e.is_closed()), started.elapsed())
-    });
-    // Give the caller time to block. If shutdown won the race instead, the
-    // caller still gets Closed, so the assertion below holds either way.
-    let _ = wait_until(Duration::from_millis(200), || false);
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let blocked = std::thread::Builder::new()
+        .name("blocked-send".into())
+        .spawn(move || {
+            let result = handle.send_timeout(
+                Webhook::new(&blocked_url, &2).unwrap(),
+                Duration::from_secs(600),
+            );
+            done_tx.send(result.map_err(|e| e.is_closed())).unwrap();
+        })
+        .unwrap();
+    // Shutdown must meet the caller asleep at the full queue, past the
+    // batch wait, where only a free slot or shutdown can wake it.
+    common::wait_for_a_waiting_submission("blocked-send", "blocked-send");
     let closer = std::thread::spawn(move || hooks.shutdown_timeout(Duration::from_millis(100)));
-    let (result, waited) = blocked.join().unwrap();
+    // Woken long before its 600 s.
     assert_eq!(
-        result,
-        Err(true),
+        done.recv_timeout(BOUND),
+        Ok(Err(true)),
         "the blocked caller gets Closed with its webhook"
     );
-    assert!(waited < Duration::from_secs(60));
+    blocked.join().unwrap();
     let _ = closer.join().unwrap();
 }

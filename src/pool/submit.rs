@@ -274,6 +274,8 @@ impl<J> Submitter<J> {
         }) {
             return true;
         }
+        // Tests wait for this line to know the caller is past the batch wait.
+        log::trace!(target: "hookpool", "{}: no batch of room, waiting for any free slot", shared.name);
         shared.room.wait_until(Phase::Any, deadline, || {
             closed() || self.tx.len() < shared.capacity
         })

@@ -24,6 +24,113 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Whether this process's thread named `name` (as the OS shows it: at most
+/// 15 bytes) is asleep, blocked in the kernel as on a condition variable.
+/// Linux only, like the other tests that read `/proc`.
+pub fn thread_asleep(name: &str) -> bool {
+    let tasks = std::fs::read_dir("/proc/self/task").expect("/proc/self/task");
+    tasks.filter_map(Result::ok).any(|task| {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        // The state follows the parenthesised name, which may hold spaces.
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let state = stat
+            .rsplit_once(") ")
+            .map(|(_, rest)| rest.starts_with('S'));
+        comm.trim_end() == name && state == Some(true)
+    })
+}
+
+/// Waits until the thread named `thread` is asleep in a submission to the
+/// pool (or dispatcher) named `pool`, past the batch wait: waiting for any
+/// free slot, where only a worker freeing one or shutdown can wake it.
+/// Needs [`logger::install`].
+pub fn wait_for_a_waiting_submission(pool: &str, thread: &str) {
+    let line = format!("{pool}: no batch of room, waiting for any free slot");
+    assert!(
+        wait_until(Duration::from_secs(20), || !logger::lines_containing(&line)
+            .is_empty()),
+        "{thread} never waited for any free slot"
+    );
+    // After that line, the only place it can sleep is that wait.
+    assert!(
+        wait_until(Duration::from_secs(20), || thread_asleep(thread)),
+        "{thread} is not asleep"
+    );
+}
+
+/// Set in a child process started by [`run_test_in_child`].
+const CHILD_VAR: &str = "HOOKPOOL_TEST_CHILD";
+
+/// Whether this process is a child started by [`run_test_in_child`].
+pub fn in_child() -> bool {
+    std::env::var_os(CHILD_VAR).is_some()
+}
+
+/// Runs the test `name` of this test binary again in a child process, with
+/// `envs` set and `removed` unset, and fails unless the child passed having
+/// run exactly that one test (a renamed test would run none and pass).
+/// Returns the child's stdout; kills it after 60 s.
+pub fn run_test_in_child(name: &str, envs: &[(&str, &str)], removed: &[&str]) -> String {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+
+    let mut cmd = Command::new(std::env::current_exe().expect("this test binary"));
+    cmd.args(["--exact", name, "--nocapture", "--test-threads", "1"])
+        .env(CHILD_VAR, "1")
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for var in removed {
+        cmd.env_remove(var);
+    }
+    let mut child = cmd.spawn().expect("start the child");
+    let pipes = [
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    ];
+    let readers: Vec<_> = pipes
+        .into_iter()
+        .flatten()
+        .map(|mut pipe| {
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                let _ = pipe.read_to_string(&mut text);
+                text
+            })
+        })
+        .collect();
+    let mut status = None;
+    wait_until(Duration::from_secs(60), || {
+        status = child.try_wait().expect("poll the child");
+        status.is_some()
+    });
+    if status.is_none() {
+        let _ = child.kill();
+        status = child.wait().ok();
+    }
+    let mut texts = readers.into_iter().map(|r| r.join().unwrap_or_default());
+    let (stdout, stderr) = (
+        texts.next().unwrap_or_default(),
+        texts.next().unwrap_or_default(),
+    );
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the child running {name} failed ({status:?}):\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("test result: ok. 1 passed;"),
+        "the child did not run {name}:\n{stdout}"
+    );
+    stdout
+}
+
 /// `n` parties meet; each waits at most `timeout` for the others. Unlike
 /// `std::sync::Barrier`, a missing party makes the test fail instead of hang.
 #[derive(Clone)]
@@ -70,9 +177,13 @@ impl Gate {
         self.0.1.notify_all();
     }
 
-    /// Waits until opened, at most 20 s.
+    /// Waits until opened. Panics after 20 s: a gate nobody opens fails the
+    /// job (and so the test) instead of letting it through.
     pub fn wait(&self) {
-        self.wait_for(Duration::from_secs(20));
+        assert!(
+            self.wait_for(Duration::from_secs(20)),
+            "a Gate was not opened within 20 s"
+        );
     }
 
     /// Waits for `open`; returns whether it came within `timeout`.

@@ -22,6 +22,8 @@
 //!   joins it; the accept thread joins every connection thread. Connection sockets use 50 ms
 //!   read and write timeouts so each blocked thread notices the flag promptly, and a
 //!   [`Reply::Delay`] wait is cut short by shutdown. No thread outlives the server.
+//! - Counts the bytes it writes in answer to each request ([`TestServer::bytes_answered`]), so a
+//!   test can tell how much of a large reply a client could have read.
 //! - If a handler panicked, `Drop` panics too (unless the test is already panicking), so a
 //!   broken handler cannot pass silently.
 //! - Thread names are `ts<N>-acc` and `ts<N>-c<conn>`, with `N` unique per server in the
@@ -192,6 +194,8 @@ struct Shared {
     changed: Condvar,
     connections: AtomicU64,
     thread_panicked: AtomicBool,
+    /// Per answer that has ended: the request's path and the bytes written.
+    answered: Mutex<Vec<(String, u64)>>,
 }
 
 impl Shared {
@@ -247,6 +251,7 @@ impl TestServer {
             changed: Condvar::new(),
             connections: AtomicU64::new(0),
             thread_panicked: AtomicBool::new(false),
+            answered: Mutex::new(Vec::new()),
         });
         let accept_shared = Arc::clone(&shared);
         let accept_thread = thread::Builder::new()
@@ -291,6 +296,22 @@ impl TestServer {
             .wait_timeout_while(guard, timeout, |reqs| reqs.len() < n)
             .unwrap_or_else(PoisonError::into_inner);
         guard.len() >= n
+    }
+
+    /// The bytes (head and body) the server wrote in answer to each request
+    /// for `path` (query string ignored) whose answer has ended, in the
+    /// order they ended. An answer ends when it is written, or when the
+    /// client goes away or the server shuts down while writing it: then this
+    /// is how much the client could have read.
+    pub fn bytes_answered(&self, path: &str) -> Vec<u64> {
+        self.shared
+            .answered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(p, _)| p.split('?').next() == Some(path))
+            .map(|(_, n)| *n)
+            .collect()
     }
 
     /// How many TCP connections were accepted.
@@ -416,6 +437,8 @@ struct Conn {
     stream: TcpStream,
     buf: Vec<u8>,
     shared: Arc<Shared>,
+    /// Bytes written on this connection so far.
+    written: u64,
 }
 
 fn serve_connection(stream: TcpStream, conn_id: u64, shared: Arc<Shared>) {
@@ -428,6 +451,7 @@ fn serve_connection(stream: TcpStream, conn_id: u64, shared: Arc<Shared>) {
         stream,
         buf: Vec::new(),
         shared,
+        written: 0,
     };
     loop {
         let req = match conn.read_request() {
@@ -451,7 +475,14 @@ fn serve_connection(stream: TcpStream, conn_id: u64, shared: Arc<Shared>) {
         };
         conn.shared.record(recorded.clone());
         let reply = (conn.shared.handler)(&recorded);
-        match conn.respond(reply, client_close, is_head) {
+        let before = conn.written;
+        let after = conn.respond(reply, client_close, is_head);
+        conn.shared
+            .answered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((recorded.path, conn.written - before));
+        match after {
             After::KeepAlive => {}
             After::Close => {
                 let _ = conn.stream.shutdown(Shutdown::Write);
@@ -620,7 +651,10 @@ impl Conn {
             }
             match self.stream.write(bytes) {
                 Ok(0) => return Err(ErrorKind::WriteZero.into()),
-                Ok(n) => bytes = &bytes[n..],
+                Ok(n) => {
+                    self.written += n as u64;
+                    bytes = &bytes[n..];
+                }
                 Err(e) if is_transient(&e) => {}
                 Err(e) => return Err(e),
             }
