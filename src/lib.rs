@@ -83,6 +83,7 @@ pub use webhook::sign::{
     HEADER_WEBHOOK_ID, HEADER_WEBHOOK_SIGNATURE, HEADER_WEBHOOK_TIMESTAMP, SecretError,
     SigningSecret, VerifyError, new_message_id, signature_header, verify,
 };
+pub use webhook::tls::{TlsConfig, TlsConfigError, TlsErrorKind, TlsRoots};
 pub use webhook::{Webhook, WebhookError};
 
 #[cfg(test)]
