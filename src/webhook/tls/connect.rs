@@ -31,9 +31,7 @@ impl TlsConnector {
     }
 
     /// ureq's default chain (CONNECT proxies, TCP), then this connector.
-    pub(crate) fn chain(
-        config: Arc<ClientConfig>,
-    ) -> impl Connector<(), Out = impl Transport> {
+    pub(crate) fn chain(config: Arc<ClientConfig>) -> impl Connector<(), Out = impl Transport> {
         ().chain(ConnectProxyConnector::default())
             .chain(TcpConnector::default())
             .chain(TlsConnector::new(config))
