@@ -37,8 +37,8 @@
 //!
 //! hookpool logs through the [`log`](https://docs.rs/log) facade under the
 //! target `hookpool`: job failures at warn, panics at error, lifecycle at
-//! debug. Payloads appear only at trace level, and signing secrets never
-//! appear at any level.
+//! debug. Payloads appear only at trace level, and signing secrets and TLS
+//! private keys never appear at any level.
 //!
 //! # Minimum supported Rust version
 //!
