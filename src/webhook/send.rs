@@ -50,7 +50,8 @@ pub enum DeliveryError {
     },
     /// The connect or the whole request took longer than its timeout.
     Timeout,
-    /// The connection failed or broke: DNS, refused, reset, TLS, protocol.
+    /// The connection failed or broke: DNS, refused, reset, protocol. TLS
+    /// failures are [`Tls`](Self::Tls).
     Transport(String),
     /// The address is refused by [`deny_private_networks`](crate::DispatcherBuilder::deny_private_networks).
     Blocked(String),

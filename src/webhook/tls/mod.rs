@@ -51,8 +51,8 @@ pub enum TlsRoots {
     /// to the system store is trusted. On Linux that is the store OpenSSL
     /// uses, and `SSL_CERT_FILE` and `SSL_CERT_DIR` apply. Needs the
     /// `platform-verifier` feature (the `cli` feature turns it on); without
-    /// it, building the dispatcher fails with
-    /// [`TlsConfigError::PlatformUnavailable`].
+    /// it, building the dispatcher fails with [`BuildError::Tls`](crate::BuildError::Tls)
+    /// holding [`TlsConfigError::PlatformUnavailable`].
     Platform,
 }
 
