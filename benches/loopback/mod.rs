@@ -152,6 +152,8 @@ fn start_nginx() -> io::Result<Receiver> {
            server {{ listen 127.0.0.1:{port}; location / {{ return 204; }} }}\n\
            server {{\n\
              listen 127.0.0.1:{tls_port} ssl;\n\
+             # No ssl_protocols: nginx 1.22 then offers TLS 1.2 only (1.3 by\n\
+             # default since 1.23.4), and the run in docs/BENCHMARKS.md used that.\n\
              ssl_certificate {dir}/server.pem;\n\
              ssl_certificate_key {dir}/server.key;\n\
              location / {{ return 204; }}\n\
