@@ -1,6 +1,9 @@
 //! Delivery benchmark: N webhooks to a receiver on 127.0.0.1, by hookpool's
 //! `Dispatcher`, by tokio + reqwest at the same concurrency, and by a thread
-//! per webhook; the receiver's ceiling is measured with `wrk`.
+//! per webhook; the receiver's ceiling is measured with `wrk`. With nginx,
+//! everything runs twice: over HTTP, then over HTTPS (a certificate from a
+//! CA made for the run, which every client is told to trust; rustls with
+//! ring in every Rust client).
 //!
 //! ```sh
 //! cargo bench --bench delivery
@@ -20,7 +23,8 @@
 //! (`16,64`), `HOOKPOOL_BENCH_ROUNDS` (5), `HOOKPOOL_BENCH_RATE` (paced
 //! latency phase, webhooks/s, 4000), `HOOKPOOL_BENCH_PACED` (webhooks in that
 //! phase, 4000), `HOOKPOOL_BENCH_WRK_SECS` (3), `HOOKPOOL_BENCH_VARIANTS`
-//! (comma-separated subset), `HOOKPOOL_BENCH_RECEIVER=fallback`,
+//! (comma-separated subset), `HOOKPOOL_BENCH_SCHEMES` (`http,https`),
+//! `HOOKPOOL_BENCH_RECEIVER=fallback` (HTTP only),
 //! `HOOKPOOL_BENCH_BASELINE` (see [`BASELINE`]).
 //!
 //! Under `cargo test --benches` (no `--bench` argument) it does nothing.
@@ -34,7 +38,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use hookpool::{BreakerConfig, Dispatcher, RetryPolicy, Webhook};
+use hookpool::{BreakerConfig, Dispatcher, RetryPolicy, TlsConfig, Webhook};
 use serde_json::{Value, json};
 
 use loopback::measure::{self, ChildArgs, Tracker};
@@ -162,7 +166,12 @@ fn run_hookpool(a: &ChildArgs) -> Value {
     let delivered = Arc::clone(&tracker);
     let dead = Arc::clone(&tracker);
     let index = |id: &str| id.strip_prefix("b").and_then(|i| i.parse::<usize>().ok());
+    let mut tls = TlsConfig::new();
+    if let Some(ca) = &a.cacert {
+        tls = tls.add_root_certificates_file(ca).expect("--cacert");
+    }
     let hooks = Dispatcher::builder()
+        .tls(tls)
         .workers(a.concurrency)
         // As many waiting as working: the tokio mpsc variant gets the same bound.
         .queue_capacity(a.concurrency)
@@ -224,7 +233,14 @@ fn run_thread_per_job(a: &ChildArgs) -> Value {
     let total = a.warmup + a.n + a.paced;
     let tracker = Arc::new(Tracker::new(total));
     // The same agent settings as the dispatcher's sender.
+    let mut tls = ureq::tls::TlsConfig::builder();
+    if let Some(ca) = &a.cacert {
+        let pem = std::fs::read(ca).expect("--cacert");
+        let cert = ureq::tls::Certificate::from_pem(&pem).expect("ca pem");
+        tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&[cert]));
+    }
     let agent: ureq::Agent = ureq::Agent::config_builder()
+        .tls_config(tls.build())
         .timeout_global(Some(Duration::from_secs(15)))
         .max_redirects(0)
         .http_status_as_error(false)
@@ -450,88 +466,111 @@ fn orchestrate() -> Result<(), String> {
         None
     };
     let receiver = Receiver::start().map_err(|e| format!("cannot start a receiver: {e}"))?;
-    let url = receiver.url();
+    let wanted_schemes =
+        std::env::var("HOOKPOOL_BENCH_SCHEMES").unwrap_or_else(|_| "http,https".into());
+    let mut schemes: Vec<(&str, String, Option<String>)> = Vec::new();
+    if wanted_schemes.split(',').any(|s| s.trim() == "http") {
+        schemes.push(("http", receiver.url(), None));
+    }
+    if wanted_schemes.split(',').any(|s| s.trim() == "https") {
+        match (receiver.https_url(), &receiver.https) {
+            (Some(url), Some(https)) => {
+                schemes.push(("https", url, Some(https.ca_file.display().to_string())))
+            }
+            _ => eprintln!("https: needs nginx; not measured"),
+        }
+    }
     let wrk = Wrk::find();
     let scratch = std::env::temp_dir().join(format!("hookpool-bench-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
     let baseline = std::env::var_os("HOOKPOOL_BENCH_BASELINE").map(PathBuf::from);
+    let urls: Vec<&str> = schemes.iter().map(|(_, url, _)| url.as_str()).collect();
     eprintln!(
-        "receiver: {} ({}) at {url}; wrk: {}; N = {n}, concurrency {concurrencies:?}, {rounds} rounds",
+        "receiver: {} ({}) at {urls:?}; wrk: {}; N = {n}, concurrency {concurrencies:?}, {rounds} rounds",
         receiver.kind,
         receiver.version,
         wrk.as_ref().map_or("not installed", |w| w.version.as_str())
     );
 
-    // runs[concurrency][variant] = one result per round
-    let mut runs: BTreeMap<usize, BTreeMap<String, Vec<Value>>> = BTreeMap::new();
+    // runs[scheme][concurrency][variant] = one result per round
+    let mut all_runs: BTreeMap<&str, BTreeMap<usize, BTreeMap<String, Vec<Value>>>> =
+        BTreeMap::new();
     let mut unavailable: Vec<String> = Vec::new();
-    for &w in &concurrencies {
-        for round in 0..rounds {
-            // Rotate the order, so no variant always runs first or last.
-            let mut order: Vec<&str> = VARIANTS.to_vec();
-            if baseline.is_some() {
-                order.push(BASELINE);
-            }
-            order.push("wrk");
-            let turn = round % order.len();
-            order.rotate_left(turn);
-            for variant in order {
-                if variant != "wrk" && variant != BASELINE && !wants(variant) {
-                    continue;
+    for (scheme, url, cacert) in &schemes {
+        let runs = all_runs.entry(scheme).or_default();
+        for &w in &concurrencies {
+            for round in 0..rounds {
+                // Rotate the order, so no variant always runs first or last.
+                let mut order: Vec<&str> = VARIANTS.to_vec();
+                if baseline.is_some() {
+                    order.push(BASELINE);
                 }
-                let result = if variant == "wrk" {
-                    match &wrk {
-                        Some(wrk) => wrk.run(&url, w, wrk_secs, &scratch),
-                        None => None,
+                order.push("wrk");
+                let turn = round % order.len();
+                order.rotate_left(turn);
+                for variant in order {
+                    if variant != "wrk" && variant != BASELINE && !wants(variant) {
+                        continue;
                     }
-                } else {
-                    let args = ChildArgs {
-                        variant: variant.to_owned(),
-                        url: url.clone(),
-                        n,
-                        concurrency: w,
-                        warmup: 500,
-                        paced,
-                        rate,
-                    };
-                    let cmd = if variant.starts_with("tokio") {
-                        let Some(bin) = &async_bin else {
-                            if !unavailable.iter().any(|u| u == variant) {
-                                unavailable.push(variant.to_owned());
-                            }
-                            continue;
-                        };
-                        let mut cmd = Command::new(bin);
-                        cmd.args(args.to_flags());
-                        cmd
-                    } else if variant == BASELINE {
-                        let mut args = args;
-                        args.variant = "hookpool".into();
-                        let mut cmd = Command::new(baseline.as_ref().expect("set"));
-                        cmd.arg("--child").args(args.to_flags());
-                        cmd
-                    } else {
-                        let mut cmd = Command::new(&me);
-                        cmd.arg("--child").args(args.to_flags());
-                        cmd
-                    };
-                    match loopback::run_child(cmd, CHILD_LIMIT) {
-                        Ok(v) => Some(v),
-                        Err(e) => {
-                            eprintln!("{variant}: {e}");
-                            None
+                    let result = if variant == "wrk" {
+                        match &wrk {
+                            Some(wrk) => wrk.run(url, w, wrk_secs, &scratch),
+                            None => None,
                         }
+                    } else {
+                        let args = ChildArgs {
+                            variant: variant.to_owned(),
+                            url: url.to_string(),
+                            n,
+                            concurrency: w,
+                            warmup: 500,
+                            paced,
+                            rate,
+                            cacert: cacert.clone(),
+                        };
+                        let cmd = if variant.starts_with("tokio") {
+                            let Some(bin) = &async_bin else {
+                                if !unavailable.iter().any(|u| u == variant) {
+                                    unavailable.push(variant.to_owned());
+                                }
+                                continue;
+                            };
+                            let mut cmd = Command::new(bin);
+                            cmd.args(args.to_flags());
+                            cmd
+                        } else if variant == BASELINE {
+                            let mut args = args;
+                            args.variant = "hookpool".into();
+                            let mut cmd = Command::new(baseline.as_ref().expect("set"));
+                            cmd.arg("--child").args(args.to_flags());
+                            cmd
+                        } else {
+                            let mut cmd = Command::new(&me);
+                            cmd.arg("--child").args(args.to_flags());
+                            cmd
+                        };
+                        match loopback::run_child(cmd, CHILD_LIMIT) {
+                            Ok(v) => Some(v),
+                            Err(e) => {
+                                eprintln!("{variant}: {e}");
+                                None
+                            }
+                        }
+                    };
+                    if let Some(mut r) = result {
+                        r["variant"] = json!(variant);
+                        eprintln!(
+                            "  {scheme} W={w} round {} {variant}: {}",
+                            round + 1,
+                            brief(&r)
+                        );
+                        runs.entry(w)
+                            .or_default()
+                            .entry(variant.to_owned())
+                            .or_default()
+                            .push(r);
                     }
-                };
-                if let Some(mut r) = result {
-                    r["variant"] = json!(variant);
-                    eprintln!("  W={w} round {} {variant}: {}", round + 1, brief(&r));
-                    runs.entry(w)
-                        .or_default()
-                        .entry(variant.to_owned())
-                        .or_default()
-                        .push(r);
                 }
             }
         }
@@ -540,8 +579,18 @@ fn orchestrate() -> Result<(), String> {
     drop(receiver);
     let _ = std::fs::remove_dir_all(&scratch);
 
+    let runs = all_runs.remove("http").unwrap_or_default();
     let summary = summarize(&runs);
-    print_table(&summary, &unavailable);
+    print_table("http", &summary);
+    // HTTPS beside HTTP, under its own key: the plot reads `summary`.
+    let https = all_runs.remove("https").map(|runs| {
+        let summary = summarize(&runs);
+        print_table("https", &summary);
+        json!({ "summary": summary, "runs": runs })
+    });
+    for u in &unavailable {
+        println!("{u}: unavailable (its crate did not build)");
+    }
     let out = json!({
         "benchmark": "delivery",
         "machine": loopback::machine(),
@@ -554,6 +603,7 @@ fn orchestrate() -> Result<(), String> {
         "unavailable": unavailable,
         "summary": summary,
         "runs": runs,
+        "https": https,
     });
     let dir = loopback::results_dir();
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -682,12 +732,12 @@ fn summarize(runs: &BTreeMap<usize, BTreeMap<String, Vec<Value>>>) -> Value {
     Value::Object(out)
 }
 
-fn print_table(summary: &Value, unavailable: &[String]) {
+fn print_table(scheme: &str, summary: &Value) {
     let Some(levels) = summary.as_object() else {
         return;
     };
     for (w, level) in levels {
-        println!("\nconcurrency {w} (medians of rounds)");
+        println!("\n{scheme}, concurrency {w} (medians of rounds)");
         println!(
             "{:<16} {:>9} {:>7} {:>7} {:>9} {:>9} {:>9} {:>8} {:>9} {:>9}",
             "variant",
@@ -754,8 +804,5 @@ fn print_table(summary: &Value, unavailable: &[String]) {
             "hookpool / wrk ceiling: {}",
             verdict("hookpool_vs_wrk", 0.7)
         );
-    }
-    for u in unavailable {
-        println!("{u}: unavailable (its crate did not build)");
     }
 }

@@ -143,6 +143,8 @@ pub enum BuildError {
     Spawn(std::io::Error),
     /// Another part of the configuration is invalid; the message says which.
     Invalid(String),
+    /// The TLS settings cannot be used.
+    Tls(crate::TlsConfigError),
 }
 
 impl fmt::Display for BuildError {
@@ -152,7 +154,14 @@ impl fmt::Display for BuildError {
             BuildError::ZeroCapacity => f.write_str("queue capacity must be at least 1"),
             BuildError::Spawn(_) => f.write_str("failed to spawn a worker thread"),
             BuildError::Invalid(msg) => f.write_str(msg),
+            BuildError::Tls(_) => f.write_str("invalid tls settings"),
         }
+    }
+}
+
+impl From<crate::TlsConfigError> for BuildError {
+    fn from(e: crate::TlsConfigError) -> Self {
+        BuildError::Tls(e)
     }
 }
 
@@ -160,6 +169,7 @@ impl std::error::Error for BuildError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             BuildError::Spawn(e) => Some(e),
+            BuildError::Tls(e) => Some(e),
             _ => None,
         }
     }

@@ -37,8 +37,8 @@
 //!
 //! hookpool logs through the [`log`](https://docs.rs/log) facade under the
 //! target `hookpool`: job failures at warn, panics at error, lifecycle at
-//! debug. Payloads appear only at trace level, and signing secrets never
-//! appear at any level.
+//! debug. Payloads appear only at trace level, and signing secrets and TLS
+//! private keys never appear at any level.
 //!
 //! # Minimum supported Rust version
 //!
@@ -83,6 +83,7 @@ pub use webhook::sign::{
     HEADER_WEBHOOK_ID, HEADER_WEBHOOK_SIGNATURE, HEADER_WEBHOOK_TIMESTAMP, SecretError,
     SigningSecret, VerifyError, new_message_id, signature_header, verify,
 };
+pub use webhook::tls::{TlsConfig, TlsConfigError, TlsErrorKind, TlsRoots};
 pub use webhook::{Webhook, WebhookError};
 
 #[cfg(test)]

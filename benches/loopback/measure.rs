@@ -129,6 +129,8 @@ pub struct ChildArgs {
     pub warmup: usize,
     pub paced: usize,
     pub rate: f64,
+    /// A CA certificate (PEM file) to trust, for https URLs.
+    pub cacert: Option<String>,
 }
 
 impl ChildArgs {
@@ -142,6 +144,7 @@ impl ChildArgs {
             warmup: 500,
             paced: 0,
             rate: 4000.0,
+            cacert: None,
         };
         let mut it = args.iter().skip(1);
         while let (Some(k), Some(v)) = (it.next(), it.next()) {
@@ -152,6 +155,7 @@ impl ChildArgs {
                 "--warmup" => c.warmup = v.parse().expect("--warmup"),
                 "--paced" => c.paced = v.parse().expect("--paced"),
                 "--rate" => c.rate = v.parse().expect("--rate"),
+                "--cacert" => c.cacert = Some(v.clone()),
                 other => panic!("unknown flag {other}"),
             }
         }
@@ -166,7 +170,7 @@ impl ChildArgs {
     /// The flags that `parse` reads back. Only the orchestrator writes them.
     #[allow(dead_code)]
     pub fn to_flags(&self) -> Vec<String> {
-        vec![
+        let mut flags = vec![
             self.variant.clone(),
             "--url".into(),
             self.url.clone(),
@@ -180,6 +184,10 @@ impl ChildArgs {
             self.paced.to_string(),
             "--rate".into(),
             self.rate.to_string(),
-        ]
+        ];
+        if let Some(ca) = &self.cacert {
+            flags.extend(["--cacert".into(), ca.clone()]);
+        }
+        flags
     }
 }

@@ -33,7 +33,17 @@ pub struct Receiver {
     pub kind: &'static str,
     pub version: String,
     pub addr: SocketAddr,
+    /// The same over HTTPS (nginx only).
+    pub https: Option<Https>,
     inner: ReceiverInner,
+}
+
+/// nginx's HTTPS listener: a certificate for 127.0.0.1 and localhost from a
+/// CA made for the run.
+pub struct Https {
+    pub addr: SocketAddr,
+    /// The CA certificate (PEM) that clients must trust.
+    pub ca_file: PathBuf,
 }
 
 enum ReceiverInner {
@@ -57,12 +67,19 @@ impl Receiver {
             kind: "fallback",
             version: "std TcpListener, thread per connection".into(),
             addr: server.addr,
+            https: None,
             inner: ReceiverInner::Fallback(server),
         })
     }
 
     pub fn url(&self) -> String {
         format!("http://{}/hook", self.addr)
+    }
+
+    pub fn https_url(&self) -> Option<String> {
+        self.https
+            .as_ref()
+            .map(|h| format!("https://{}/hook", h.addr))
     }
 }
 
@@ -117,8 +134,10 @@ fn start_nginx() -> io::Result<Receiver> {
         .trim_start_matches("nginx version: ")
         .to_owned();
     let port = free_port()?;
+    let tls_port = free_port()?;
     let dir = std::env::temp_dir().join(format!("hookpool-bench-nginx-{}", std::process::id()));
     fs::create_dir_all(&dir)?;
+    let ca_file = write_test_certificates(&dir)?;
     let conf = format!(
         "daemon off;\n\
          worker_processes 1;\n\
@@ -131,6 +150,14 @@ fn start_nginx() -> io::Result<Receiver> {
            keepalive_requests 1000000;\n\
            keepalive_timeout 120s;\n\
            server {{ listen 127.0.0.1:{port}; location / {{ return 204; }} }}\n\
+           server {{\n\
+             listen 127.0.0.1:{tls_port} ssl;\n\
+             # No ssl_protocols: nginx 1.22 then offers TLS 1.2 only (1.3 by\n\
+             # default since 1.23.4), and the run in docs/BENCHMARKS.md used that.\n\
+             ssl_certificate {dir}/server.pem;\n\
+             ssl_certificate_key {dir}/server.key;\n\
+             location / {{ return 204; }}\n\
+           }}\n\
          }}\n",
         dir = dir.display()
     );
@@ -149,10 +176,15 @@ fn start_nginx() -> io::Result<Receiver> {
         .process_group(0)
         .spawn()?;
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let https = Https {
+        addr: ([127, 0, 0, 1], tls_port).into(),
+        ca_file,
+    };
     let mut receiver = Receiver {
         kind: "nginx",
         version,
         addr,
+        https: Some(https),
         inner: ReceiverInner::Nginx { child, dir },
     };
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -170,6 +202,28 @@ fn start_nginx() -> io::Result<Receiver> {
         }
         thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Writes `server.pem` and `server.key` (ECDSA P-256, for 127.0.0.1 and
+/// localhost) and the CA that issued them, `ca.pem`, into `dir`; returns the
+/// CA's path.
+fn write_test_certificates(dir: &Path) -> io::Result<PathBuf> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let err = |e: rcgen::Error| io::Error::other(e.to_string());
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().map_err(err)?;
+    let ca = ca_params.self_signed(&ca_key).map_err(err)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+    let params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .map_err(err)?;
+    let key = KeyPair::generate().map_err(err)?;
+    let cert = params.signed_by(&key, &issuer).map_err(err)?;
+    fs::write(dir.join("server.pem"), cert.pem())?;
+    fs::write(dir.join("server.key"), key.serialize_pem())?;
+    let ca_file = dir.join("ca.pem");
+    fs::write(&ca_file, ca.pem())?;
+    Ok(ca_file)
 }
 
 /// An accept loop on 127.0.0.1 in a thread of its own, stopped and joined on

@@ -22,6 +22,7 @@ use crate::webhook::events::{BreakerChange, Delivered, Hooks};
 use crate::webhook::resolve::GuardedResolver;
 use crate::webhook::send::{HttpSender, SendConfig};
 use crate::webhook::sign::{SecretError, SigningSecret};
+use crate::webhook::tls::TlsConfig;
 
 /// Configures and starts a [`Dispatcher`].
 ///
@@ -58,6 +59,7 @@ pub struct DispatcherBuilder {
     pub(super) warn_interval: Duration,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) hooks: Hooks,
+    pub(super) tls: TlsConfig,
 }
 
 impl Default for DispatcherBuilder {
@@ -81,6 +83,7 @@ impl Default for DispatcherBuilder {
             warn_interval: Duration::from_secs(30),
             clock: Arc::new(SystemClock),
             hooks: Hooks::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -104,6 +107,7 @@ impl fmt::Debug for DispatcherBuilder {
             .field("drop_timeout", &self.drop_timeout)
             .field("warn_interval", &self.warn_interval)
             .field("hooks", &self.hooks)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -430,12 +434,35 @@ impl DispatcherBuilder {
         self
     }
 
+    /// HTTPS settings: trust roots, extra CA certificates, and a client
+    /// certificate for mutual TLS. Defaults to [`TlsConfig::default`]:
+    /// Mozilla's bundled roots, no client certificate. Plain `http` URLs
+    /// ignore it.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use hookpool::{Dispatcher, TlsConfig, TlsRoots};
+    ///
+    /// let tls = TlsConfig::new()
+    ///     .roots(TlsRoots::Platform)
+    ///     .add_root_certificates_file("internal-ca.pem")?;
+    /// let hooks = Dispatcher::builder().tls(tls).build()?;
+    /// assert_eq!(hooks.stats().pool.workers, 8);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn tls(mut self, config: TlsConfig) -> Self {
+        self.tls = config;
+        self
+    }
+
     /// Starts the workers and the retry thread.
     ///
     /// # Errors
     ///
-    /// [`BuildError`] for zero workers, zero capacity, a zero timeout, or a
-    /// thread that could not be started.
+    /// [`BuildError`] for zero workers, zero capacity, a zero timeout, TLS
+    /// settings that cannot be used ([`BuildError::Tls`]: the platform's
+    /// trust store cannot be loaded), or a thread that could not be started.
     ///
     /// # Examples
     ///
@@ -459,6 +486,7 @@ impl DispatcherBuilder {
                 "max_in_flight_per_endpoint must be at least 1".into(),
             ));
         }
+        let tls = self.tls.client_config().map_err(BuildError::Tls)?;
         let name = self.pool.name_ref().to_owned();
         let bulkheads = Bulkheads::new(
             self.pool.workers_ref(),
@@ -472,6 +500,7 @@ impl DispatcherBuilder {
             secrets: self.secrets,
             resolver: self.deny_private_networks.then(GuardedResolver::default),
             workers: self.pool.workers_ref(),
+            tls,
         });
 
         // The retry thread needs the pool's handle, and the pool's workers

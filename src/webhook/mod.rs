@@ -11,6 +11,7 @@ pub(crate) mod report;
 pub(crate) mod resolve;
 pub(crate) mod send;
 pub(crate) mod sign;
+pub(crate) mod tls;
 pub(crate) mod transport;
 
 use std::fmt;

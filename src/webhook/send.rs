@@ -6,13 +6,14 @@ use std::time::{Duration, SystemTime};
 
 use ureq::Agent;
 use ureq::unversioned::resolver::DefaultResolver;
-use ureq::unversioned::transport::{Connector, DefaultConnector};
+use ureq::unversioned::transport::Connector;
 
 use crate::breaker::Health;
 use crate::retry::{Retryability, parse_retry_after};
 use crate::webhook::Webhook;
 use crate::webhook::resolve::{CachingResolver, DNS_CACHE_TTL, DnsCache, GuardedResolver};
 use crate::webhook::sign::{self, SigningSecret};
+use crate::webhook::tls::{self, TlsConnector, TlsErrorKind};
 use crate::webhook::transport::Coalesce;
 
 /// How much of a response body is kept in errors and dead letters.
@@ -49,10 +50,19 @@ pub enum DeliveryError {
     },
     /// The connect or the whole request took longer than its timeout.
     Timeout,
-    /// The connection failed or broke: DNS, refused, reset, TLS, protocol.
+    /// The connection failed or broke: DNS, refused, reset, protocol. TLS
+    /// failures are [`Tls`](Self::Tls).
     Transport(String),
     /// The address is refused by [`deny_private_networks`](crate::DispatcherBuilder::deny_private_networks).
     Blocked(String),
+    /// The TLS handshake failed, or the receiver refused our client
+    /// certificate. Retried or not by `kind` (see [`TlsErrorKind`]).
+    Tls {
+        /// What went wrong.
+        kind: TlsErrorKind,
+        /// rustls's own description.
+        detail: String,
+    },
     /// The delivery code panicked. This is a bug; the webhook is dead-lettered.
     Panicked(String),
 }
@@ -86,6 +96,7 @@ impl fmt::Display for DeliveryError {
             DeliveryError::Timeout => f.write_str("request timed out"),
             DeliveryError::Transport(why) => write!(f, "transport error: {why}"),
             DeliveryError::Blocked(why) => write!(f, "address refused: {why}"),
+            DeliveryError::Tls { kind, detail } => write!(f, "tls: {kind} ({detail})"),
             DeliveryError::Panicked(why) => write!(f, "delivery panicked: {why}"),
         }
     }
@@ -115,6 +126,7 @@ impl Failure {
     fn transport(error: DeliveryError) -> Self {
         let retry = match error {
             DeliveryError::Blocked(_) => Retryability::Permanent,
+            DeliveryError::Tls { kind, .. } if !kind.is_retried() => Retryability::Permanent,
             _ => Retryability::Retry,
         };
         let health = match retry {
@@ -178,6 +190,8 @@ pub(crate) struct SendConfig {
     /// Worker count: every worker may hold one idle keep-alive connection
     /// to the same host.
     pub(crate) workers: usize,
+    /// Trust roots and client certificate for https.
+    pub(crate) tls: std::sync::Arc<rustls::ClientConfig>,
 }
 
 impl HttpSender {
@@ -204,7 +218,7 @@ impl HttpSender {
         // the cache makes that once per host per TTL. `Coalesce` sends a
         // request's head and body in one write.
         let dns = DnsCache::new(DNS_CACHE_TTL);
-        let connector = DefaultConnector::new().chain(Coalesce);
+        let connector = TlsConnector::chain(config.tls).chain(Coalesce);
         let agent = match config.resolver {
             Some(guarded) => Agent::with_parts(
                 agent_config,
@@ -273,6 +287,9 @@ impl HttpSender {
 /// Maps a ureq error to a delivery error. Messages never include the URL's
 /// query string: ureq's messages name hosts, not full URLs.
 fn transport_error(e: ureq::Error) -> DeliveryError {
+    if let Some((kind, detail)) = tls::failure(&e) {
+        return DeliveryError::Tls { kind, detail };
+    }
     match e {
         ureq::Error::Timeout(_) => DeliveryError::Timeout,
         ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => DeliveryError::Timeout,

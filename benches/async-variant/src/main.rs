@@ -10,7 +10,9 @@
 //!   webhook.
 //!
 //! Both share one `reqwest::Client` keeping up to `W` idle keep-alive
-//! connections, like the dispatcher's ureq agent.
+//! connections, like the dispatcher's ureq agent. For https URLs it trusts
+//! the `--cacert` file, through a rustls configuration on ring like
+//! hookpool's.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -93,13 +95,33 @@ async fn post(client: &reqwest::Client, url: &str, i: usize) -> bool {
     }
 }
 
+/// Trusts the CA certificates in the PEM file `ca`, and nothing else.
+fn tls_config(ca: &str) -> rustls::ClientConfig {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).expect("--cacert") {
+        roots.add(cert.expect("ca pem")).expect("ca certificate");
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("tls versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let a = ChildArgs::parse(&args);
     let total = a.warmup + a.n + a.paced;
     let tracker = Arc::new(Tracker::new(total));
-    let client = reqwest::Client::builder()
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut builder = reqwest::Client::builder();
+    if let Some(ca) = &a.cacert {
+        builder = builder.tls_backend_preconfigured(tls_config(ca));
+    }
+    let client = builder
         .pool_max_idle_per_host(a.concurrency)
         .timeout(Duration::from_secs(15))
         .redirect(reqwest::redirect::Policy::none())

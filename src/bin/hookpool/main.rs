@@ -18,6 +18,7 @@ mod listen;
 mod replay;
 mod run;
 mod send;
+mod tls;
 
 use std::fmt;
 use std::io::Write;
@@ -118,6 +119,20 @@ fn exit_code(ok: bool) -> ExitCode {
 /// A problem found before any work started. Exits 2.
 #[derive(Debug)]
 struct UsageError(String);
+
+impl UsageError {
+    /// `context: error: cause: cause...`, since errors do not repeat their
+    /// causes in their own message.
+    fn with_causes(context: &str, e: &dyn std::error::Error) -> Self {
+        let mut text = format!("{context}: {e}");
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            text.push_str(&format!(": {c}"));
+            cause = c.source();
+        }
+        UsageError(text)
+    }
+}
 
 impl fmt::Display for UsageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -27,6 +27,8 @@ const REFRESH: Duration = Duration::from_millis(100);
 pub(crate) struct DeliveryArgs {
     #[command(flatten)]
     secrets: Secrets,
+    #[command(flatten)]
+    tls: crate::tls::TlsArgs,
     /// Delivery worker threads
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=4096))]
     workers: u32,
@@ -97,6 +99,7 @@ impl Session {
         interrupt: &Interrupt,
     ) -> Result<Session, UsageError> {
         args.secrets.parse()?;
+        let tls = args.tls.config()?;
         let max_elapsed = (args.max_elapsed_ms > 0).then(|| ms(args.max_elapsed_ms));
         let retry = RetryPolicy::exponential(ms(args.base_delay_ms))
             .max_attempts(args.max_attempts)
@@ -120,6 +123,7 @@ impl Session {
             .breaker(breaker)
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .tls(tls)
             .dead_letters(sink)
             // Called for every final outcome, also when the sink failed.
             .on_delivered(move |d| done.remove(d.webhook.id()))
@@ -137,7 +141,7 @@ impl Session {
         }
         let hooks = builder
             .build()
-            .map_err(|e| UsageError(format!("cannot start the dispatcher: {e}")))?;
+            .map_err(|e| UsageError::with_causes("cannot start the dispatcher", &e))?;
         Ok(Session {
             handle: hooks.handle(),
             hooks,
