@@ -44,8 +44,16 @@ impl<K: Eq + Hash, V> PrunedMap<K, V> {
         }
     }
 
+    pub(crate) fn get(&self, key: &K) -> Option<&V> {
+        self.map.get(key)
+    }
+
     pub(crate) fn get_mut(&mut self, key: &K) -> Option<&mut V> {
         self.map.get_mut(key)
+    }
+
+    pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.map.values_mut()
     }
 
     /// The value for `key`, made with `make` if missing. Making one may

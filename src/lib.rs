@@ -51,10 +51,10 @@
 
 mod bounded;
 mod breaker;
-mod bulkhead;
 mod clock;
 mod dead_letter;
 mod error;
+mod pace;
 mod pool;
 pub mod prometheus;
 mod retry;

@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 use crate::breaker::BreakerState;
 use crate::dead_letter::DeadLetterReason;
 use crate::stats::{FINITE_BUCKETS, Histogram, Stats};
-use crate::webhook::report::DispatchStats;
+use crate::webhook::report::{DispatchStats, EndpointStats};
 
 /// The content type to serve the text with.
 ///
@@ -218,6 +218,19 @@ impl Exposition {
             stats.deferred_by_breaker,
         );
         self.counter(
+            "hookpool_webhook_push_backs_total",
+            "Answers that asked for a slower pace: 429, or 503 with Retry-After. Not failures: they spend no attempt.",
+            &l,
+            stats.push_backs,
+        );
+        self.float(
+            "hookpool_pause_seconds_total",
+            "counter",
+            "Retry-After pause time set on endpoints, over all of them (counted when each pause is set).",
+            &l,
+            stats.paused.as_secs_f64(),
+        );
+        self.counter(
             "hookpool_webhooks_rejected_endpoint_full_total",
             "Webhooks refused because their endpoint already had a queue's capacity of webhooks waiting for a slot.",
             &l,
@@ -254,6 +267,7 @@ impl Exposition {
             stats.gone_endpoints as u64,
         );
         for e in &stats.endpoints {
+            self.endpoint_pace(name, e);
             for state in [
                 BreakerState::Closed,
                 BreakerState::Open,
@@ -278,6 +292,53 @@ impl Exposition {
             &stats.delivery_latency,
         );
         self
+    }
+
+    /// One endpoint's pace: push-backs, pauses, limits.
+    fn endpoint_pace(&mut self, pool: &str, e: &EndpointStats) {
+        let l = [("pool", pool), ("endpoint", e.endpoint.as_str())];
+        self.counter(
+            "hookpool_endpoint_push_backs_total",
+            "Push-back answers (429, or 503 with Retry-After) per endpoint.",
+            &l,
+            e.push_backs,
+        );
+        self.float(
+            "hookpool_endpoint_paused_seconds_total",
+            "counter",
+            "Retry-After pause time set on the endpoint (counted when each pause is set).",
+            &l,
+            e.paused.as_secs_f64(),
+        );
+        self.gauge(
+            "hookpool_endpoint_paused",
+            "1 while a Retry-After pause holds every request to the endpoint, else 0.",
+            &l,
+            u64::from(!e.paused_for.is_zero()),
+        );
+        self.gauge(
+            "hookpool_endpoint_in_flight",
+            "Requests to the endpoint holding a slot: sending, or about to.",
+            &l,
+            e.in_flight as u64,
+        );
+        if let Some(limit) = e.in_flight_limit {
+            self.gauge(
+                "hookpool_endpoint_in_flight_limit",
+                "Requests allowed in flight to the endpoint now (adaptive, at most its bulkhead).",
+                &l,
+                limit as u64,
+            );
+        }
+        if let Some(rate) = e.rate_limit {
+            self.float(
+                "hookpool_endpoint_rate_limit",
+                "gauge",
+                "Requests per second allowed to the endpoint now (adaptive, at most the configured rate); absent while it is not paced.",
+                &l,
+                rate,
+            );
+        }
     }
 
     /// The text, ready to serve with [`CONTENT_TYPE`].
@@ -340,6 +401,19 @@ impl Exposition {
     ) {
         let out = self.family(name, help, "gauge");
         sample(out, name, "", labels, None, &value.to_string());
+    }
+
+    /// A sample whose value is not a whole number.
+    fn float(
+        &mut self,
+        name: &'static str,
+        kind: &'static str,
+        help: &'static str,
+        labels: &[(&str, &str)],
+        value: f64,
+    ) {
+        let out = self.family(name, help, kind);
+        sample(out, name, "", labels, None, &format_seconds(value));
     }
 
     fn histogram(

@@ -257,7 +257,8 @@ fn statuses_are_classified() {
         .dead_letters(letters.clone())
         .build()
         .unwrap();
-    let retryable = [408u16, 425, 429, 500, 502, 503, 504];
+    // 429 is push-back, not a failure: see tests/pushback.rs.
+    let retryable = [408u16, 425, 500, 502, 503, 504];
     let permanent = [400u16, 401, 403, 404, 409, 422];
     for status in retryable.iter().chain(&permanent).chain(&[200, 201, 204]) {
         hooks
@@ -293,7 +294,7 @@ fn statuses_are_classified() {
         .collect();
     want.sort();
     assert_eq!(reasons, want);
-    assert_eq!(report.stats.dead_lettered, 13);
+    assert_eq!(report.stats.dead_lettered, 12);
 }
 
 #[test]
@@ -369,59 +370,72 @@ fn retry_after_is_honoured_in_both_forms_and_clamped() {
     let clock = ManualClock::new();
     let now = clock_wall(&clock);
     let date = httpdate::fmt_http_date(now + Duration::from_secs(120));
-    let server = TestServer::start(move |r: &Recorded| match r.path.as_str() {
-        "/seconds" => Reply::WithHeaders(
-            429,
-            vec![("retry-after".into(), "60".into())],
-            String::new(),
-        ),
-        "/date" => Reply::WithHeaders(
-            503,
-            vec![("retry-after".into(), date.clone())],
-            String::new(),
-        ),
-        "/huge" => Reply::WithHeaders(
-            503,
-            vec![("retry-after".into(), "999999".into())],
-            String::new(),
-        ),
-        _ => Reply::Status(200),
-    });
+    // Push-back to the first request, 200 to the next.
+    let answer = |status: u16, value: String| {
+        let first = std::sync::atomic::AtomicBool::new(true);
+        move |_: &Recorded| {
+            if first.swap(false, Ordering::SeqCst) {
+                Reply::WithHeaders(
+                    status,
+                    vec![("retry-after".into(), value.clone())],
+                    String::new(),
+                )
+            } else {
+                Reply::Status(200)
+            }
+        }
+    };
+    // Each on an endpoint of its own: a Retry-After pauses its whole endpoint.
+    let seconds = TestServer::start(answer(429, "60".into()));
+    let dated = TestServer::start(answer(503, date));
+    let huge = TestServer::start(answer(503, "999999".into()));
     let hooks = builder("retry-after")
         .clock(clock.clone())
         .retry(common::quick_retry(2).max_retry_after(Duration::from_secs(300)))
         .build()
         .unwrap();
-    for path in ["/seconds", "/date", "/huge"] {
-        hooks.try_send(hook(&server, path, 0)).unwrap();
+    for server in [&seconds, &dated, &huge] {
+        hooks.try_send(hook(server, "/in", 0)).unwrap();
     }
-    assert!(server.wait_for_requests(3, BOUND));
-    assert!(wait_until(BOUND, || hooks.stats().waiting_retries == 3));
-    let count = |p: &str| server.requests().iter().filter(|r| r.path == p).count();
+    // Pushed back: each waits for its endpoint, holding no worker and
+    // spending no attempt.
+    assert!(wait_until(BOUND, || {
+        let s = hooks.stats();
+        (s.parked, s.waiting_retries, s.push_backs) == (3, 0, 3)
+    }));
+    let count = |s: &TestServer| s.requests().len();
 
     clock.advance(Duration::from_secs(59));
     assert!(
-        !server.wait_for_requests(4, Duration::from_millis(200)),
+        !seconds.wait_for_requests(2, Duration::from_millis(200)),
         "retried before Retry-After"
     );
     clock.advance(Duration::from_secs(1));
-    assert!(server.wait_for_requests(4, BOUND));
-    assert_eq!(count("/seconds"), 2);
+    assert!(seconds.wait_for_requests(2, BOUND));
 
     clock.advance(Duration::from_secs(59)); // 119 s
     assert!(
-        !server.wait_for_requests(5, Duration::from_millis(200)),
+        !dated.wait_for_requests(2, Duration::from_millis(200)),
         "HTTP-date retried early"
     );
     clock.advance(Duration::from_secs(1));
-    assert!(server.wait_for_requests(5, BOUND));
-    assert_eq!(count("/date"), 2);
+    assert!(dated.wait_for_requests(2, BOUND));
 
     // 999999 s is clamped to the policy's 300 s maximum.
+    assert_eq!(count(&huge), 1);
     clock.advance(Duration::from_secs(180));
-    assert!(server.wait_for_requests(6, BOUND));
-    assert_eq!(count("/huge"), 2);
-    let _ = hooks.shutdown();
+    assert!(huge.wait_for_requests(2, BOUND));
+    let report = hooks.shutdown();
+    assert_eq!((count(&seconds), count(&dated), count(&huge)), (2, 2, 2));
+    assert_eq!(
+        (
+            report.stats.delivered,
+            report.stats.push_backs,
+            report.stats.retried
+        ),
+        (3, 3, 0),
+        "a push-back is neither a failure nor a retry"
+    );
 }
 
 fn clock_wall(clock: &ManualClock) -> SystemTime {

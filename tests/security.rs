@@ -133,44 +133,65 @@ fn secrets_that_are_not_base64_are_refused_without_echoing_them() {
 
 #[test]
 fn garbage_huge_and_negative_retry_after_values_are_handled() {
-    let server = TestServer::start(|r: &Recorded| {
-        let value = match r.path.as_str() {
-            "/garbage" => "soon, maybe",
-            "/negative" => "-30",
-            "/huge" => "99999999999999999999999999",
-            _ => "0",
-        };
-        Reply::WithHeaders(
-            503,
-            vec![("retry-after".into(), value.into())],
-            String::new(),
-        )
-    });
+    let answer = |value: &'static str| {
+        move |_: &Recorded| {
+            Reply::WithHeaders(
+                503,
+                vec![("retry-after".into(), value.into())],
+                String::new(),
+            )
+        }
+    };
+    // Each on an endpoint of its own: a valid Retry-After pauses its whole
+    // endpoint.
+    let garbage = TestServer::start(answer("soon, maybe"));
+    let negative = TestServer::start(answer("-30"));
+    let huge = TestServer::start(answer("99999999999999999999999999"));
     let clock = hookpool::ManualClock::new();
     let hooks = builder("retry-after-bad")
         .clock(clock.clone())
         .retry(common::quick_retry(2).max_retry_after(Duration::from_secs(60)))
         .build()
         .unwrap();
-    for path in ["/garbage", "/negative", "/huge"] {
+    for server in [&garbage, &negative, &huge] {
         hooks
-            .try_send(Webhook::new(&server.url(path), &1).unwrap())
+            .try_send(Webhook::new(&server.url("/in"), &1).unwrap())
             .unwrap();
     }
-    assert!(server.wait_for_requests(3, BOUND));
-    assert!(wait_until(BOUND, || hooks.stats().waiting_retries == 3));
-    // Garbage and negative values fall back to the policy's backoff (1 ms).
+    let requests = || garbage.requests().len() + negative.requests().len() + huge.requests().len();
+    assert!(wait_until(BOUND, || requests() == 3));
+    // Garbage and negative values are no Retry-After: a 503 without one is a
+    // failure, retried after the policy's backoff (1 ms). A huge value is a
+    // pause, clamped to the policy's 60 s maximum.
+    assert!(wait_until(BOUND, || {
+        let s = hooks.stats();
+        (s.waiting_retries, s.parked, s.push_backs) == (2, 1, 1)
+    }));
     clock.advance(Duration::from_millis(1));
-    assert!(server.wait_for_requests(5, BOUND));
+    assert!(garbage.wait_for_requests(2, BOUND));
+    assert!(negative.wait_for_requests(2, BOUND));
     assert!(
-        !server.wait_for_requests(6, Duration::from_millis(100)),
+        !huge.wait_for_requests(2, Duration::from_millis(100)),
         "a huge Retry-After was not clamped"
     );
     // The huge value is clamped to the policy's 60 s maximum, not ignored.
     clock.advance(Duration::from_secs(60));
-    assert!(server.wait_for_requests(6, BOUND));
-    let report = hooks.shutdown();
+    assert!(huge.wait_for_requests(2, BOUND));
+    // The two failures end after their 2 attempts; the pushed back webhook
+    // spends none, and is dead-lettered by the shutdown.
+    assert!(wait_until(BOUND, || hooks.stats().dead_lettered == 2));
+    let report = hooks.shutdown_timeout(Duration::ZERO);
     assert_eq!(report.stats.dead_lettered, 3);
+    let mut reasons: Vec<_> = report.dead_letters.iter().map(|l| l.reason).collect();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        [
+            hookpool::DeadLetterReason::RetriesExhausted,
+            hookpool::DeadLetterReason::RetriesExhausted,
+            hookpool::DeadLetterReason::Shutdown,
+        ]
+    );
 }
 
 #[test]

@@ -127,8 +127,8 @@ impl Breakers {
             .admit(now)
     }
 
-    /// [`Breaker::record`] for `ep`. Only a failure creates a missing breaker, since
-    /// success or neutral on a fresh breaker would leave it unchanged.
+    /// [`Breaker::record`] for `ep`. Only a failure or a push-back creates a missing
+    /// breaker, since success or neutral on a fresh breaker would leave it unchanged.
     pub(crate) fn record(
         &self,
         ep: &Endpoint,
@@ -143,7 +143,7 @@ impl Breakers {
         if let Some(breaker) = map.get_mut(ep) {
             return breaker.record(health, was_probe, now);
         }
-        if health != Health::Failure {
+        if !matches!(health, Health::Failure | Health::PushBack) {
             return None;
         }
         map.get_or_insert_with(ep.clone(), || Breaker::new(&self.cfg), Breaker::is_fresh)

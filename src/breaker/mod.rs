@@ -22,6 +22,7 @@ const MAX_COOLDOWN: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 /// assert_eq!(cfg.failure_limit(), 3);
 /// assert_eq!(cfg.cooldown_period(), Duration::from_secs(10));
 /// assert_eq!(cfg.probe_limit(), 1);
+/// assert_eq!(cfg.push_back_period(), Some(Duration::from_secs(300)));
 /// ```
 #[derive(Debug, Clone)]
 #[must_use = "a breaker config does nothing until it is used"]
@@ -29,15 +30,18 @@ pub struct BreakerConfig {
     failure_threshold: u32,
     cooldown: Duration,
     half_open_probes: u32,
+    push_back_limit: Option<Duration>,
 }
 
 impl Default for BreakerConfig {
-    /// Opens after 5 consecutive failures, cools down for 30s, then lets 1 probe through.
+    /// Opens after 5 consecutive failures, or after 5 minutes of nothing
+    /// but push-back; cools down for 30s, then lets 1 probe through.
     fn default() -> Self {
         Self {
             failure_threshold: 5,
             cooldown: Duration::from_secs(30),
             half_open_probes: 1,
+            push_back_limit: Some(Duration::from_secs(300)),
         }
     }
 }
@@ -102,6 +106,39 @@ impl BreakerConfig {
     pub fn half_open_probes(mut self, n: u32) -> Self {
         self.half_open_probes = n.max(1);
         self
+    }
+
+    /// How long an endpoint may answer nothing but push-back (429, or 503
+    /// with `Retry-After`) before its breaker opens. Push-back is not a
+    /// failure: it never counts toward [`failure_threshold`](Self::failure_threshold),
+    /// and a success ends the period. `None`: push-back never opens the
+    /// breaker.
+    ///
+    /// Defaults to 5 minutes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hookpool::BreakerConfig;
+    /// use std::time::Duration;
+    /// let cfg = BreakerConfig::default().push_back_limit(Some(Duration::from_secs(60)));
+    /// assert_eq!(cfg.push_back_period(), Some(Duration::from_secs(60)));
+    /// ```
+    pub fn push_back_limit(mut self, limit: Option<Duration>) -> Self {
+        self.push_back_limit = limit.map(|d| d.min(MAX_COOLDOWN));
+        self
+    }
+
+    /// How long nothing but push-back opens the breaker, if it does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hookpool::BreakerConfig;
+    /// assert_eq!(BreakerConfig::default().push_back_limit(None).push_back_period(), None);
+    /// ```
+    pub fn push_back_period(&self) -> Option<Duration> {
+        self.push_back_limit
     }
 
     /// Consecutive failures that open the breaker; `0` means disabled.
@@ -225,26 +262,47 @@ pub enum Admission {
 /// use std::time::Instant;
 /// let mut breaker = Breaker::new(&BreakerConfig::default().failure_threshold(1));
 /// assert_eq!(breaker.record(Health::Neutral, false, Instant::now()), None);
+/// assert_eq!(breaker.record(Health::PushBack, false, Instant::now()), None);
 /// assert_eq!(breaker.state(), BreakerState::Closed);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Health {
     /// The endpoint answered well.
     Success,
-    /// A retryable failure: timeout, 5xx, 429, transport error.
+    /// A retryable failure: timeout, 5xx without `Retry-After`, transport
+    /// error.
     Failure,
+    /// The endpoint is alive and asks for a slower pace: 429, or 503 with
+    /// `Retry-After`. Not a failure; only a long run of nothing else opens
+    /// the breaker ([`BreakerConfig::push_back_limit`]).
+    PushBack,
     /// Says nothing about health, such as a permanent 4xx.
     Neutral,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    Closed { failures: u32 },
-    Open { opened_at: Instant },
-    HalfOpen { in_flight: u32 },
+    /// `push_back_since`: when the current run of nothing but push-back
+    /// began.
+    Closed {
+        failures: u32,
+        push_back_since: Option<Instant>,
+    },
+    Open {
+        opened_at: Instant,
+    },
+    HalfOpen {
+        in_flight: u32,
+    },
 }
 
 /// One endpoint's circuit breaker: a pure state machine, with time passed in.
+///
+/// Push-back ([`Health::PushBack`]) neither counts as a failure nor resets
+/// the count; a closed breaker opens after nothing but push-back for
+/// [`BreakerConfig::push_back_limit`], and a half-open one treats a pushed
+/// back probe as failed (the endpoint is not ready for its backlog).
 ///
 /// Results of requests admitted before the breaker opened (`was_probe = false` while open
 /// or half-open) are ignored: they describe the endpoint before the breaker's last
@@ -286,7 +344,10 @@ impl Breaker {
     pub fn new(cfg: &BreakerConfig) -> Self {
         Self {
             cfg: cfg.clone(),
-            phase: Phase::Closed { failures: 0 },
+            phase: Phase::Closed {
+                failures: 0,
+                push_back_since: None,
+            },
         }
     }
 
@@ -313,7 +374,11 @@ impl Breaker {
     /// Whether this breaker is what [`Breaker::new`] makes: closed, no
     /// failures counted. Such a breaker can be forgotten and made again.
     pub(crate) fn is_fresh(&self) -> bool {
-        self.phase == Phase::Closed { failures: 0 }
+        self.phase
+            == Phase::Closed {
+                failures: 0,
+                push_back_since: None,
+            }
     }
 
     /// Asks to send one request at `now`. An open breaker whose cooldown has ended turns
@@ -381,22 +446,45 @@ impl Breaker {
             return None;
         }
         let threshold = self.cfg.failure_threshold;
+        let closed = Phase::Closed {
+            failures: 0,
+            push_back_since: None,
+        };
         match self.phase {
-            Phase::Closed { failures } => match health {
+            Phase::Closed {
+                failures,
+                push_back_since,
+            } => match health {
                 Health::Failure if failures.saturating_add(1) >= threshold => {
                     self.enter(Phase::Open { opened_at: now })
                 }
                 Health::Failure => self.stay(Phase::Closed {
                     failures: failures + 1,
+                    push_back_since,
                 }),
-                Health::Success => self.stay(Phase::Closed { failures: 0 }),
+                Health::PushBack => {
+                    let since = push_back_since.unwrap_or(now);
+                    let too_long = self
+                        .cfg
+                        .push_back_limit
+                        .is_some_and(|limit| now.saturating_duration_since(since) >= limit);
+                    if too_long {
+                        self.enter(Phase::Open { opened_at: now })
+                    } else {
+                        self.stay(Phase::Closed {
+                            failures,
+                            push_back_since: Some(since),
+                        })
+                    }
+                }
+                Health::Success => self.stay(closed),
                 Health::Neutral => None,
             },
             Phase::Open { .. } => None,
             Phase::HalfOpen { .. } if !was_probe => None,
             Phase::HalfOpen { in_flight } => match health {
-                Health::Success => self.enter(Phase::Closed { failures: 0 }),
-                Health::Failure => self.enter(Phase::Open { opened_at: now }),
+                Health::Success => self.enter(closed),
+                Health::Failure | Health::PushBack => self.enter(Phase::Open { opened_at: now }),
                 Health::Neutral => self.stay(Phase::HalfOpen {
                     in_flight: in_flight.saturating_sub(1),
                 }),

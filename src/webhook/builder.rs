@@ -10,14 +10,15 @@ use super::dispatcher::Dispatcher;
 use super::handle::DispatchHandle;
 use crate::bounded::{MAX_GONE_URLS, PrunedMap, RecentSet};
 use crate::breaker::{BreakerConfig, Breakers};
-use crate::bulkhead::Bulkheads;
 use crate::clock::{Clock, SystemClock};
 use crate::dead_letter::{DeadLetter, DeadLetterSink, MemoryDeadLetters};
 use crate::error::{BuildError, SubmitError};
+use crate::pace::{Lanes, RateLimits};
 use crate::pool::{PoolBuilder, Submitter};
 use crate::retry::RetryPolicy;
 use crate::schedule::DelayQueue;
-use crate::webhook::deliver::{Counters, Delivery, Engine};
+use crate::webhook::deliver::Engine;
+use crate::webhook::delivery::{Counters, Delivery};
 use crate::webhook::events::{BreakerChange, Delivered, Hooks};
 use crate::webhook::resolve::GuardedResolver;
 use crate::webhook::send::{HttpSender, SendConfig};
@@ -55,6 +56,8 @@ pub struct DispatcherBuilder {
     pub(super) max_response_body: u64,
     pub(super) deny_private_networks: bool,
     pub(super) max_in_flight_per_endpoint: Option<usize>,
+    pub(super) rate_limit: Option<f64>,
+    pub(super) endpoint_rate_limits: Vec<(String, f64)>,
     pub(super) drop_timeout: Duration,
     pub(super) warn_interval: Duration,
     pub(super) clock: Arc<dyn Clock>,
@@ -79,6 +82,8 @@ impl Default for DispatcherBuilder {
             max_response_body: 64 * 1024,
             deny_private_networks: false,
             max_in_flight_per_endpoint: None,
+            rate_limit: None,
+            endpoint_rate_limits: Vec::new(),
             drop_timeout: Duration::from_secs(30),
             warn_interval: Duration::from_secs(30),
             clock: Arc::new(SystemClock),
@@ -104,6 +109,8 @@ impl fmt::Debug for DispatcherBuilder {
                 "max_in_flight_per_endpoint",
                 &self.max_in_flight_per_endpoint,
             )
+            .field("rate_limit", &self.rate_limit)
+            .field("endpoint_rate_limits", &self.endpoint_rate_limits.len())
             .field("drop_timeout", &self.drop_timeout)
             .field("warn_interval", &self.warn_interval)
             .field("hooks", &self.hooks)
@@ -306,6 +313,49 @@ impl DispatcherBuilder {
         self
     }
 
+    /// At most `per_second` requests a second to each endpoint (scheme,
+    /// host, port), as a token bucket that holds about 10 ms of requests,
+    /// so sends are evenly spaced. Webhooks over the rate wait in order,
+    /// holding no worker, like those over the in-flight limit. The adaptive
+    /// pace (see [`Dispatcher`](crate::Dispatcher), "Push-back") never
+    /// exceeds it. [`endpoint_rate_limit`](Self::endpoint_rate_limit)
+    /// overrides it for one endpoint. A rate that is not a positive finite
+    /// number is refused by [`build`](Self::build). Defaults to none: an
+    /// endpoint is paced only once it pushes back.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hooks = hookpool::Dispatcher::builder().rate_limit(50.0).build()?;
+    /// assert!(hookpool::Dispatcher::builder().rate_limit(0.0).build().is_err());
+    /// # Ok::<(), hookpool::BuildError>(())
+    /// ```
+    pub fn rate_limit(mut self, per_second: f64) -> Self {
+        self.rate_limit = Some(per_second);
+        self
+    }
+
+    /// At most `per_second` requests a second to the endpoint of `url`
+    /// (its scheme, host and port; the path does not matter), overriding
+    /// [`rate_limit`](Self::rate_limit) for it. A URL that does not parse,
+    /// or a rate that is not a positive finite number, is refused by
+    /// [`build`](Self::build). Defaults to none.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hooks = hookpool::Dispatcher::builder()
+    ///     .endpoint_rate_limit("https://api.example.com/hooks", 10.0)
+    ///     .build()?;
+    /// let err = hookpool::Dispatcher::builder().endpoint_rate_limit("nope", 1.0).build().unwrap_err();
+    /// assert!(err.to_string().contains("endpoint_rate_limit"));
+    /// # Ok::<(), hookpool::BuildError>(())
+    /// ```
+    pub fn endpoint_rate_limit(mut self, url: &str, per_second: f64) -> Self {
+        self.endpoint_rate_limits.push((url.to_owned(), per_second));
+        self
+    }
+
     /// How long dropping a [`Dispatcher`] without calling `shutdown` waits
     /// before dead-lettering what is left. Defaults to 30 s.
     ///
@@ -460,7 +510,8 @@ impl DispatcherBuilder {
     ///
     /// # Errors
     ///
-    /// [`BuildError`] for zero workers, zero capacity, a zero timeout, TLS
+    /// [`BuildError`] for zero workers, zero capacity, a zero timeout, a
+    /// rate limit that is not a positive number or names an invalid URL, TLS
     /// settings that cannot be used ([`BuildError::Tls`]: the platform's
     /// trust store cannot be loaded), or a thread that could not be started.
     ///
@@ -487,11 +538,13 @@ impl DispatcherBuilder {
             ));
         }
         let tls = self.tls.client_config().map_err(BuildError::Tls)?;
+        let rates = rate_limits(self.rate_limit, &self.endpoint_rate_limits)?;
         let name = self.pool.name_ref().to_owned();
-        let bulkheads = Bulkheads::new(
+        let lanes = Lanes::new(
             self.pool.workers_ref(),
             self.max_in_flight_per_endpoint,
             self.pool.queue_capacity_ref(),
+            rates,
         );
         let sender = HttpSender::new(SendConfig {
             connect_timeout: self.connect_timeout,
@@ -526,13 +579,14 @@ impl DispatcherBuilder {
             clock: self.clock,
             hooks: self.hooks,
             breaker_warnings: Mutex::new(PrunedMap::new()),
+            pause_warnings: Mutex::new(PrunedMap::new()),
             warn_interval: self.warn_interval,
             sink: self.sink,
             unsaved: MemoryDeadLetters::new(),
             gone: Mutex::new(RecentSet::new(MAX_GONE_URLS)),
             counters: Counters::default(),
             delay,
-            bulkheads,
+            lanes,
         });
         let worker_engine = Arc::clone(&engine);
         let pool = self.pool.build(move |d: Delivery| {
@@ -550,6 +604,30 @@ impl DispatcherBuilder {
             request_timeout: self.timeout,
         })
     }
+}
+
+/// Checks the configured rates and keys them by endpoint.
+fn rate_limits(default: Option<f64>, per_url: &[(String, f64)]) -> Result<RateLimits, BuildError> {
+    let valid = |what: &str, rate: f64| {
+        if rate.is_finite() && rate > 0.0 {
+            Ok(rate)
+        } else {
+            Err(BuildError::Invalid(format!(
+                "{what} must be a positive number of requests per second, not {rate}"
+            )))
+        }
+    };
+    let mut limits = RateLimits {
+        default: default.map(|r| valid("rate_limit", r)).transpose()?,
+        ..RateLimits::default()
+    };
+    for (url, rate) in per_url {
+        let rate = valid("endpoint_rate_limit", *rate)?;
+        let hook = crate::Webhook::from_json(url, "null")
+            .map_err(|e| BuildError::Invalid(format!("endpoint_rate_limit: {e}")))?;
+        limits.per_endpoint.insert(hook.endpoint().clone(), rate);
+    }
+    Ok(limits)
 }
 
 #[cfg(test)]

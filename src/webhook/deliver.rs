@@ -1,98 +1,29 @@
-//! What a worker does with one delivery: ask the endpoint's breaker, send,
-//! classify, then deliver, retry later, defer, or dead-letter.
+//! What a worker does with one delivery: wait for its endpoint's lane, ask
+//! the endpoint's breaker, send, classify, then deliver, slow down, retry
+//! later, defer, or dead-letter.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
 
 use crate::bounded::{PrunedMap, RecentSet};
 use crate::breaker::{Admission, BreakerState, Breakers, Endpoint, Health, Transition};
-use crate::bulkhead::{self, Bulkheads};
 use crate::clock::Clock;
 use crate::dead_letter::{
     DeadLetter, DeadLetterReason, DeadLetterSink, MemoryDeadLetters, unix_ms,
 };
+use crate::pace::{Enter, Grant, Lanes, Outcome};
 use crate::pool::panic_message;
 use crate::retry::{RetryPolicy, Retryability};
 use crate::saturation::RateLimit;
 use crate::schedule::DelayQueue;
-use crate::stats::Recorder;
+use crate::webhook::delivery::{Counters, Delivery, shutdown_error};
 use crate::webhook::events::{self, BreakerChange, Delivered, Hooks};
 use crate::webhook::send::{Attempt, DeliveryError, Failure, HttpSender};
 use crate::webhook::{Webhook, redact_url};
-
-/// A webhook on its way, with its delivery history. This is the pool's job
-/// type, and what waits in the delay queue between attempts.
-pub(crate) struct Delivery {
-    pub(crate) webhook: Webhook,
-    pub(crate) accepted_at: Instant,
-    pub(crate) attempts: u32,
-    pub(crate) first_attempt_at: Option<SystemTime>,
-    pub(crate) last_attempt_at: Option<SystemTime>,
-    pub(crate) last_error: Option<DeliveryError>,
-    /// Released from its endpoint's bulkhead: it already holds a slot.
-    pub(crate) holds_slot: bool,
-}
-
-impl Delivery {
-    pub(crate) fn new(webhook: Webhook, now: Instant) -> Self {
-        Delivery {
-            webhook,
-            accepted_at: now,
-            attempts: 0,
-            first_attempt_at: None,
-            last_attempt_at: None,
-            last_error: None,
-            holds_slot: false,
-        }
-    }
-}
-
-/// The error to record for a delivery stopped by shutdown: its last error,
-/// if it had one.
-pub(crate) fn shutdown_error(d: &Delivery) -> DeliveryError {
-    d.last_error
-        .clone()
-        .unwrap_or_else(|| DeliveryError::Transport("not delivered before shutdown".into()))
-}
-
-/// Dispatcher-wide counters. `accepted - delivered - dead_lettered` is the
-/// number of webhooks not yet final.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    /// Webhooks accepted: only ever grows (it is a Prometheus counter).
-    pub(crate) accepted: AtomicU64,
-    /// Sends in progress, counted before the send so that shutdown never
-    /// sees a webhook finish before it was accepted.
-    pub(crate) submitting: AtomicU64,
-    pub(crate) delivered: AtomicU64,
-    pub(crate) dead_lettered: AtomicU64,
-    pub(crate) retried: AtomicU64,
-    pub(crate) deferred_by_breaker: AtomicU64,
-    /// Refused at submission: the endpoint's parking was full.
-    pub(crate) rejected_endpoint_full: AtomicU64,
-    pub(crate) hook_panics: AtomicU64,
-    pub(crate) by_reason: [AtomicU64; DeadLetterReason::ALL.len()],
-    /// Acceptance to delivery.
-    pub(crate) latency: Recorder,
-}
-
-impl Counters {
-    /// Webhooks not yet final, never underestimated: a send increments
-    /// `submitting`, then `accepted`, then decrements `submitting`; reading
-    /// the finals first, then `submitting`, then `accepted` can count a
-    /// webhook twice but never miss one.
-    pub(crate) fn outstanding(&self) -> u64 {
-        let finished =
-            self.delivered.load(Ordering::SeqCst) + self.dead_lettered.load(Ordering::SeqCst);
-        let submitting = self.submitting.load(Ordering::SeqCst);
-        let accepted = self.accepted.load(Ordering::SeqCst);
-        (accepted + submitting).saturating_sub(finished)
-    }
-}
 
 /// Everything the workers share.
 pub(crate) struct Engine {
@@ -108,25 +39,33 @@ pub(crate) struct Engine {
     pub(crate) gone: Mutex<RecentSet>,
     pub(crate) counters: Counters,
     pub(crate) delay: DelayQueue<Delivery>,
-    /// At most so many deliveries per endpoint hold a worker at once.
-    pub(crate) bulkheads: Bulkheads<Delivery>,
+    /// Each endpoint's lane: its in-flight limit, its pace, and the
+    /// deliveries waiting for it.
+    pub(crate) lanes: Lanes<Delivery>,
     pub(crate) hooks: Hooks,
     /// When each endpoint's "breaker opened" warning may be logged again.
     pub(crate) breaker_warnings: Mutex<PrunedMap<Endpoint, RateLimit>>,
-    pub(crate) warn_interval: std::time::Duration,
+    /// When each endpoint's "paused" warning may be logged again.
+    pub(crate) pause_warnings: Mutex<PrunedMap<Endpoint, RateLimit>>,
+    pub(crate) warn_interval: Duration,
     pub(crate) epoch: Instant,
 }
 
 impl Engine {
+    /// A delivery for a webhook accepted now.
+    pub(crate) fn delivery(&self, webhook: Webhook) -> Delivery {
+        Delivery::new(webhook, self.clock.now(), self.counters.seq())
+    }
+
     /// Handles one delivery. Never loses it: a panic anywhere in here is
     /// caught, the webhook is dead-lettered, and the panic is passed on to the
     /// pool so that it is counted and logged there too.
     pub(crate) fn run(&self, delivery: Delivery) {
         let webhook = delivery.webhook.clone();
-        let attempts = delivery.attempts;
+        let (attempts, seq) = (delivery.attempts, delivery.seq);
         if let Err(payload) = catch_unwind(AssertUnwindSafe(|| self.attempt(delivery))) {
             // The injected clock may be what panicked: use the real one.
-            let mut d = Delivery::new(webhook, Instant::now());
+            let mut d = Delivery::new(webhook, Instant::now(), seq);
             d.attempts = attempts;
             let why = panic_message(&*payload).to_owned();
             self.dead_letter(d, DeadLetterReason::Panicked, &DeliveryError::Panicked(why));
@@ -136,40 +75,83 @@ impl Engine {
 
     fn attempt(&self, mut d: Delivery) {
         let endpoint = d.webhook.endpoint().clone();
-        if !d.holds_slot {
-            d = match self.bulkheads.enter(&endpoint, d) {
-                bulkhead::Entry::Go(d) => d,
-                // Sent on by `release_slot` when a delivery to it finishes.
-                bulkhead::Entry::Parked => return,
-                bulkhead::Entry::Closed(d) => {
-                    let error = shutdown_error(&d);
-                    return self.dead_letter(d, DeadLetterReason::Shutdown, &error);
+        let now = self.clock.now();
+        if d.holds_slot {
+            d.holds_slot = false;
+            if self.lanes.paused_until(&endpoint, now).is_some() {
+                // Paused after it was granted: nothing goes to a paused
+                // endpoint, so it waits again, in order.
+                let entry = self.lanes.repark(&endpoint, d.seq, d, now);
+                return self.waiting(entry, now);
+            }
+            self.dispatch(self.lanes.started(&endpoint, now));
+        } else {
+            let seq = d.seq;
+            d = match self.lanes.enter(&endpoint, seq, d, now) {
+                Enter::Go(d) => d,
+                Enter::Wait(mut grants) => {
+                    // Its own grant, due now, runs here rather than take a
+                    // trip through the delay queue.
+                    let mine = grants
+                        .iter()
+                        .position(|g| g.item.seq == seq && g.at <= now)
+                        .map(|i| grants.swap_remove(i));
+                    self.dispatch(grants);
+                    match mine {
+                        Some(grant) => granted(grant),
+                        None => return,
+                    }
                 }
+                closed @ Enter::Closed(_) => return self.waiting(closed, now),
             };
         }
-        d.holds_slot = false;
+        self.attempt_with_slot(d, &endpoint, now);
+    }
+
+    /// Sends on what a lane answered for a delivery that did not go.
+    fn waiting(&self, entry: Enter<Delivery>, now: Instant) {
+        match entry {
+            Enter::Go(d) => {
+                let endpoint = d.webhook.endpoint().clone();
+                self.attempt_with_slot(d, &endpoint, now);
+            }
+            Enter::Wait(grants) => self.dispatch(grants),
+            Enter::Closed(d) => {
+                let error = shutdown_error(&d);
+                self.dead_letter(d, DeadLetterReason::Shutdown, &error);
+            }
+        }
+    }
+
+    /// One attempt by a delivery that holds its endpoint's slot.
+    fn attempt_with_slot(&self, mut d: Delivery, endpoint: &Endpoint, now: Instant) {
         // Gives the slot back however this attempt ends, unwinding included.
-        let _slot = SlotGuard {
+        let slot = SlotGuard {
             engine: self,
-            endpoint: &endpoint,
+            endpoint,
+            sent_at: now,
+            armed: true,
         };
         if self.gone.lock().contains(d.webhook.url()) {
-            let error = d.last_error.take().unwrap_or(DeliveryError::Status {
-                status: 410,
-                body: String::new(),
-            });
+            let error = d.last_error.take().map_or(
+                DeliveryError::Status {
+                    status: 410,
+                    body: String::new(),
+                },
+                |e| *e,
+            );
             return self.dead_letter(d, DeadLetterReason::EndpointGone, &error);
         }
-        let (admission, transition) = self.breakers.admit(&endpoint, self.clock.now());
+        let (admission, transition) = self.breakers.admit(endpoint, self.clock.now());
         let admitted = match admission {
-            Admission::Allowed => Admitted::new(&self.breakers, &endpoint, false),
-            Admission::Probe => Admitted::new(&self.breakers, &endpoint, true),
+            Admission::Allowed => Admitted::new(&self.breakers, endpoint, false),
+            Admission::Probe => Admitted::new(&self.breakers, endpoint, true),
             Admission::Rejected { retry_at } => {
-                self.log_transition(&endpoint, transition);
+                self.on_transition(endpoint, transition);
                 return self.defer(d, retry_at);
             }
         };
-        self.log_transition(&endpoint, transition);
+        self.on_transition(endpoint, transition);
 
         let wall = self.clock.system_now();
         d.attempts += 1;
@@ -182,38 +164,98 @@ impl Engine {
             Attempt::Failed(f) => f.health,
         };
         let transition = admitted.record(health, self.clock.now());
-        self.log_transition(&endpoint, transition);
+        self.on_transition(endpoint, transition);
 
         match attempt {
             Attempt::Delivered { status } => {
-                let latency = self.clock.now().saturating_duration_since(d.accepted_at);
-                self.counters.latency.record_shared(latency);
-                log::debug!(
-                    target: "hookpool",
-                    "{}: webhook {} delivered to {} ({status}) on attempt {}",
-                    self.name,
-                    d.webhook.id(),
-                    d.webhook.redacted_url(),
-                    d.attempts
-                );
-                log::trace!(target: "hookpool", "{}: webhook {} body {}", self.name, d.webhook.id(), d.webhook.raw_body().get());
-                self.counters.delivered.fetch_add(1, Ordering::SeqCst);
-                if let Some(hook) = &self.hooks.delivered {
-                    let event = Delivered {
-                        webhook: &d.webhook,
-                        status,
-                        attempts: d.attempts,
-                        latency,
-                    };
-                    events::call(
-                        &self.name,
-                        "on_delivered",
-                        &self.counters.hook_panics,
-                        || hook(&event),
+                slot.finish(Outcome::Success, self.clock.now());
+                self.delivered(d, status);
+            }
+            Attempt::Failed(failure) if failure.push_back => self.pushed_back(d, failure, slot),
+            Attempt::Failed(failure) => {
+                let outcome = match failure.error {
+                    DeliveryError::Timeout => Outcome::Timeout,
+                    _ => Outcome::Other,
+                };
+                slot.finish(outcome, self.clock.now());
+                self.failed(d, failure);
+            }
+        }
+    }
+
+    fn delivered(&self, d: Delivery, status: u16) {
+        let latency = self.clock.now().saturating_duration_since(d.accepted_at);
+        self.counters.latency.record_shared(latency);
+        log::debug!(
+            target: "hookpool",
+            "{}: webhook {} delivered to {} ({status}) on attempt {}",
+            self.name,
+            d.webhook.id(),
+            d.webhook.redacted_url(),
+            d.attempts
+        );
+        log::trace!(target: "hookpool", "{}: webhook {} body {}", self.name, d.webhook.id(), d.webhook.raw_body().get());
+        self.counters.delivered.fetch_add(1, Ordering::SeqCst);
+        if let Some(hook) = &self.hooks.delivered {
+            let event = Delivered {
+                webhook: &d.webhook,
+                status,
+                attempts: d.attempts,
+                latency,
+            };
+            events::call(
+                &self.name,
+                "on_delivered",
+                &self.counters.hook_panics,
+                || hook(&event),
+            );
+        }
+    }
+
+    /// The endpoint asked to slow down (429, or 503 with `Retry-After`):
+    /// not a failure. The webhook spends no attempt and goes back to the
+    /// front of its endpoint's line; a `Retry-After` pauses the endpoint.
+    fn pushed_back(&self, mut d: Delivery, failure: Failure, mut slot: SlotGuard<'_>) {
+        slot.armed = false;
+        let (endpoint, sent_at) = (slot.endpoint, slot.sent_at);
+        let pause = match failure.retry {
+            Retryability::RetryAfter(after) => after.min(self.retry.retry_after_limit()),
+            _ => Duration::ZERO,
+        };
+        let status = failure.error.status().unwrap_or_default();
+        d.push_backs += 1;
+        d.last_error = Some(Box::new(failure.error));
+        self.counters.push_backs.fetch_add(1, Ordering::Relaxed);
+        log::debug!(
+            target: "hookpool",
+            "{}: webhook {} pushed back by {} ({status}, pause {pause:?}); it waits its turn again",
+            self.name,
+            d.webhook.id(),
+            d.webhook.redacted_url(),
+        );
+        let now = self.clock.now();
+        match self
+            .lanes
+            .push_back(endpoint, d.seq, d, sent_at, now, pause)
+        {
+            Ok((effect, grants)) => {
+                let added = u64::try_from(effect.added.as_nanos()).unwrap_or(u64::MAX);
+                self.counters
+                    .paused_nanos
+                    .fetch_add(added, Ordering::Relaxed);
+                if effect.new_pause && self.warning_due(&self.pause_warnings, endpoint, now) {
+                    log::warn!(
+                        target: "hookpool",
+                        "{}: {endpoint} asked to slow down ({status}, Retry-After {pause:?}): nothing is sent to it until then, and its pace is lowered",
+                        self.name,
                     );
                 }
+                self.dispatch(grants);
             }
-            Attempt::Failed(failure) => self.failed(d, failure),
+            Err(d) => {
+                let error = shutdown_error(&d);
+                self.dead_letter(d, DeadLetterReason::Shutdown, &error);
+            }
         }
     }
 
@@ -222,11 +264,10 @@ impl Engine {
             self.gone.lock().insert(d.webhook.url());
         }
         let now = self.clock.now();
-        let elapsed = now.saturating_duration_since(d.accepted_at);
         let mut rng = fastrand::Rng::new();
         match self
             .retry
-            .next_delay(d.attempts, failure.retry, elapsed, &mut rng)
+            .next_delay(d.failures(), failure.retry, d.elapsed(now), &mut rng)
         {
             Some(delay) => {
                 log::debug!(
@@ -239,7 +280,7 @@ impl Engine {
                     self.redact(&d.webhook, &failure.error.to_string()),
                 );
                 self.counters.retried.fetch_add(1, Ordering::Relaxed);
-                d.last_error = Some(failure.error);
+                d.last_error = Some(Box::new(failure.error));
                 self.reschedule(d, crate::clock::deadline_after(now, delay));
             }
             None => {
@@ -249,7 +290,7 @@ impl Engine {
                     DeadLetterReason::Blocked
                 } else if failure.retry == Retryability::Permanent {
                     DeadLetterReason::PermanentFailure
-                } else if d.attempts >= self.retry.attempts_limit() {
+                } else if d.failures() >= self.retry.attempts_limit() {
                     DeadLetterReason::RetriesExhausted
                 } else {
                     DeadLetterReason::MaxElapsed
@@ -260,21 +301,18 @@ impl Engine {
     }
 
     /// The endpoint's breaker is open: wait in the delay queue, not on a
-    /// worker, without spending an attempt.
+    /// worker, without spending an attempt. Time spent here counts against
+    /// `max_elapsed`: the endpoint is down, not pacing.
     fn defer(&self, d: Delivery, retry_at: Instant) {
         let mut due = retry_at;
         // A limit too large to add never expires.
-        if let Some(expires) = self
-            .retry
-            .elapsed_limit()
-            .and_then(|l| d.accepted_at.checked_add(l))
-        {
+        if let Some(expires) = self.retry.elapsed_limit().and_then(|l| d.expires(l)) {
             if self.clock.now() >= expires {
                 let error = DeliveryError::Transport(format!(
                     "circuit breaker open for {}",
                     d.webhook.endpoint()
                 ));
-                let error = d.last_error.clone().unwrap_or(error);
+                let error = d.last_error.as_deref().cloned().unwrap_or(error);
                 return self.dead_letter(d, DeadLetterReason::MaxElapsed, &error);
             }
             due = due.min(expires);
@@ -293,27 +331,25 @@ impl Engine {
         }
     }
 
-    /// Gives `endpoint`'s bulkhead slot back, and sends the next parked
-    /// delivery, which inherits the slot, towards a worker through the delay
-    /// queue (which keeps trying while the pool's queue is full).
+    /// Sends granted deliveries on towards a worker through the delay
+    /// queue, each at its time (the queue keeps trying while the pool's
+    /// queue is full). Each holds its endpoint's slot.
     ///
-    /// Runs from `SlotGuard::drop`, also while unwinding: it must not read
-    /// the injected clock, which may be what panicked (a second panic would
-    /// abort the process). `epoch` is never later than the clock's `now`, so
-    /// the delivery is due at once; a letter written here is stamped by
-    /// `letter_time`, which does not read the injected clock while
-    /// unwinding.
-    fn release_slot(&self, endpoint: &Endpoint) {
-        while let Some(mut next) = self.bulkheads.leave(endpoint) {
-            next.holds_slot = true;
-            match self.delay.schedule(self.epoch, next) {
-                Ok(()) => return,
-                // Shutting down: give up on it, and so free its slot too.
-                Err(mut next) => {
-                    next.holds_slot = false;
-                    let error = shutdown_error(&next);
-                    self.dead_letter(next, DeadLetterReason::Shutdown, &error);
-                }
+    /// Runs from `SlotGuard::drop` too, also while unwinding: it must not
+    /// read the injected clock, which may be what panicked (a second panic
+    /// would abort the process); a letter written here is stamped by
+    /// `letter_time`, which does not read it while unwinding.
+    fn dispatch(&self, grants: Vec<Grant<Delivery>>) {
+        for grant in grants {
+            let at = grant.at;
+            let mut d = granted(grant);
+            d.holds_slot = true;
+            if let Err(mut d) = self.delay.schedule(at, d) {
+                // Shutting down: give up on it. Lanes are closed next, so
+                // its slot no longer matters.
+                d.holds_slot = false;
+                let error = shutdown_error(&d);
+                self.dead_letter(d, DeadLetterReason::Shutdown, &error);
             }
         }
     }
@@ -407,25 +443,51 @@ impl Engine {
         text
     }
 
-    /// Whether the "breaker opened" warning for `endpoint` may be logged at
-    /// `now_nanos` (since `epoch`). The limiter is asked while the map's lock
-    /// is held: asked after the lock is released, a limiter could be pruned
-    /// as idle by another thread's insert in between, and the interval it
-    /// then starts would be lost, letting a second warning through early.
-    fn breaker_warning_due(&self, endpoint: &Endpoint, now_nanos: u64) -> bool {
-        // A limiter whose interval is over equals a new one.
-        self.breaker_warnings
-            .lock()
-            .get_or_insert_with(endpoint.clone(), RateLimit::new, |limit| {
-                limit.is_idle(now_nanos)
-            })
-            .allow(now_nanos, self.warn_interval)
+    /// Whether a warning about `endpoint` whose limiters are `warnings`
+    /// may be logged at `now`.
+    fn warning_due(
+        &self,
+        warnings: &Mutex<PrunedMap<Endpoint, RateLimit>>,
+        endpoint: &Endpoint,
+        now: Instant,
+    ) -> bool {
+        let nanos = now.saturating_duration_since(self.epoch).as_nanos();
+        warning_due_at(
+            warnings,
+            endpoint,
+            u64::try_from(nanos).unwrap_or(u64::MAX),
+            self.warn_interval,
+        )
     }
+}
 
+/// Whether the warning for `endpoint` may be logged at `now_nanos` (since
+/// the engine's epoch). The limiter is asked while the map's lock is held:
+/// asked after the lock is released, a limiter could be pruned as idle by
+/// another thread's insert in between, and the interval it then starts
+/// would be lost, letting a second warning through early.
+fn warning_due_at(
+    warnings: &Mutex<PrunedMap<Endpoint, RateLimit>>,
+    endpoint: &Endpoint,
+    now_nanos: u64,
+    interval: Duration,
+) -> bool {
+    // A limiter whose interval is over equals a new one.
+    warnings
+        .lock()
+        .get_or_insert_with(endpoint.clone(), RateLimit::new, |limit| {
+            limit.is_idle(now_nanos)
+        })
+        .allow(now_nanos, interval)
+}
+
+impl Engine {
     /// Logs a breaker transition (info), warns when one opens (rate-limited
-    /// per endpoint), and calls the hook. The breaker's lock is already
+    /// per endpoint), restarts the endpoint's lane from one request in
+    /// flight when it opens (so that what it holds back comes back
+    /// gradually), and calls the hook. The breaker's lock is already
     /// released.
-    fn log_transition(&self, endpoint: &Endpoint, transition: Option<Transition>) {
+    fn on_transition(&self, endpoint: &Endpoint, transition: Option<Transition>) {
         let Some(t) = transition else { return };
         log::info!(
             target: "hookpool",
@@ -435,14 +497,8 @@ impl Engine {
             t.to
         );
         if t.to == BreakerState::Open {
-            let now = u64::try_from(
-                self.clock
-                    .now()
-                    .saturating_duration_since(self.epoch)
-                    .as_nanos(),
-            )
-            .unwrap_or(u64::MAX);
-            if self.breaker_warning_due(endpoint, now) {
+            self.lanes.restart(endpoint, self.clock.now());
+            if self.warning_due(&self.breaker_warnings, endpoint, self.clock.now()) {
                 log::warn!(
                     target: "hookpool",
                     "{}: circuit breaker opened for {endpoint}; its webhooks wait until it recovers",
@@ -466,15 +522,44 @@ impl Engine {
     }
 }
 
-/// A delivery's slot in its endpoint's bulkhead, given back on drop.
+/// A granted delivery, charged with the time it waited for its endpoint.
+fn granted(grant: Grant<Delivery>) -> Delivery {
+    let mut d = grant.item;
+    d.paced += grant.at.saturating_duration_since(grant.parked_at);
+    d
+}
+
+/// A delivery's slot in its endpoint's lane, given back on drop.
+/// Without an outcome (not sent, or unwinding), the slot goes back as
+/// [`Outcome::Other`] at the time the attempt began: the injected clock may
+/// be what panicked.
 struct SlotGuard<'a> {
     engine: &'a Engine,
     endpoint: &'a Endpoint,
+    sent_at: Instant,
+    armed: bool,
+}
+
+impl SlotGuard<'_> {
+    fn finish(mut self, outcome: Outcome, now: Instant) {
+        self.armed = false;
+        let grants = self
+            .engine
+            .lanes
+            .finish(self.endpoint, self.sent_at, now, outcome);
+        self.engine.dispatch(grants);
+    }
 }
 
 impl Drop for SlotGuard<'_> {
     fn drop(&mut self) {
-        self.engine.release_slot(self.endpoint);
+        if self.armed {
+            let grants =
+                self.engine
+                    .lanes
+                    .finish(self.endpoint, self.sent_at, self.sent_at, Outcome::Other);
+            self.engine.dispatch(grants);
+        }
     }
 }
 
@@ -538,22 +623,25 @@ mod tests {
             .build()
             .unwrap();
         let engine = &hooks.handle.engine;
+        let due = |ep: &Endpoint, now: u64| {
+            super::warning_due_at(&engine.breaker_warnings, ep, now, engine.warn_interval)
+        };
         let ep = |i: u64| Endpoint::new("https", &format!("e{i}.example"), 443);
-        assert!(engine.breaker_warning_due(&ep(0), SEC));
+        assert!(due(&ep(0), SEC));
         // Two thousand other endpoints open within the interval: prunes at
         // 1024 entries, none of which may forget endpoint 0's limiter.
         for i in 1..2_000 {
-            assert!(engine.breaker_warning_due(&ep(i), SEC + i));
+            assert!(due(&ep(i), SEC + i));
         }
-        assert!(!engine.breaker_warning_due(&ep(0), 2 * SEC));
+        assert!(!due(&ep(0), 2 * SEC));
         // After the interval every limiter is idle: the prune at 2048
         // entries drops them all, and endpoint 0 may warn again.
         let later = 40 * SEC;
         for i in 2_000..2_100 {
-            assert!(engine.breaker_warning_due(&ep(i), later));
+            assert!(due(&ep(i), later));
         }
         assert!(engine.breaker_warnings.lock().len() <= 100);
-        assert!(engine.breaker_warning_due(&ep(0), later));
+        assert!(due(&ep(0), later));
         let _ = hooks.shutdown_timeout(Duration::ZERO);
     }
 }

@@ -12,7 +12,7 @@ use crate::dead_letter::{DeadLetter, DeadLetterReason};
 use crate::error::SubmitError;
 use crate::pool::Pool;
 use crate::webhook::Webhook;
-use crate::webhook::deliver::{Counters, Delivery, shutdown_error};
+use crate::webhook::delivery::{Counters, Delivery, shutdown_error};
 
 /// Delivers webhooks in the background: signed POSTs with retries,
 /// per-endpoint circuit breakers and dead letters.
@@ -283,7 +283,7 @@ impl Dispatcher {
         // writing letters takes time, and idle workers must not start new
         // requests after the deadline meanwhile.
         let mut waiting = engine.delay.close();
-        waiting.extend(engine.bulkheads.close());
+        waiting.extend(engine.lanes.close());
         let mut pool_report = match deadline {
             None => pool.shutdown(),
             Some(deadline) => {

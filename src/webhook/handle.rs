@@ -1,17 +1,20 @@
 //! [`DispatchHandle`]: queueing webhooks from any thread, and the stats snapshot.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::report::{DispatchStats, EndpointStats};
+use crate::breaker::{BreakerState, Endpoint};
 use crate::error::SubmitError;
 use crate::pool::Submitter;
 use crate::stats::Histogram;
 use crate::stats::Stats;
 use crate::webhook::Webhook;
-use crate::webhook::deliver::{Delivery, Engine};
+use crate::webhook::deliver::Engine;
+use crate::webhook::delivery::Delivery;
 
 /// A cheap, cloneable handle to a [`Dispatcher`](crate::Dispatcher), for other threads.
 ///
@@ -57,10 +60,10 @@ impl DispatchHandle {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_send(&self, webhook: Webhook) -> Result<(), SubmitError<Webhook>> {
-        if !self.engine.bulkheads.has_room(webhook.endpoint()) {
+        if !self.engine.lanes.has_room(webhook.endpoint()) {
             return Err(self.endpoint_full(webhook));
         }
-        let delivery = Delivery::new(webhook, self.engine.clock.now());
+        let delivery = self.engine.delivery(webhook);
         self.counted(|| self.submitter.try_submit(delivery))
     }
 
@@ -101,7 +104,7 @@ impl DispatchHandle {
         // Wait for parking room at the endpoint first (rare: only while it
         // is stalled), in bounded naps, then for room in the queue.
         let mut nap = Duration::from_micros(100);
-        while !self.engine.bulkheads.has_room(webhook.endpoint()) {
+        while !self.engine.lanes.has_room(webhook.endpoint()) {
             let waited = started.elapsed();
             if waited >= timeout || self.submitter.is_closed() {
                 return Err(self.endpoint_full(webhook));
@@ -110,7 +113,7 @@ impl DispatchHandle {
             nap = (nap * 2).min(Duration::from_millis(10));
         }
         let left = timeout.saturating_sub(started.elapsed());
-        let delivery = Delivery::new(webhook, self.engine.clock.now());
+        let delivery = self.engine.delivery(webhook);
         self.counted(|| self.submitter.submit_timeout(delivery, left))
     }
 
@@ -152,12 +155,12 @@ impl DispatchHandle {
 /// The dispatcher's counters around a pool snapshot.
 pub(super) fn snapshot(engine: &Engine, pool: Stats) -> DispatchStats {
     let c = &engine.counters;
-    // A delivery released from its bulkhead passes through the delay queue
-    // on its way to a worker: it is still parked, not waiting for a retry.
-    // Read before the bulkheads, so one moving from there to here in
-    // between is missed rather than counted twice.
+    // A delivery granted by its lane passes through the delay queue on its
+    // way to a worker: it is still parked, not waiting for a retry. Read
+    // before the lanes, so one moving from there to here in between is
+    // missed rather than counted twice.
     let (released, waiting_retries) = engine.delay.count_split(|d| d.holds_slot);
-    let parked = engine.bulkheads.parked() + released;
+    let parked = engine.lanes.parked() + released;
     // Finals first, then accepted, so `accepted >= delivered + dead_lettered`.
     let delivered = c.delivered.load(Ordering::SeqCst);
     let dead_lettered = c.dead_lettered.load(Ordering::SeqCst);
@@ -180,20 +183,48 @@ pub(super) fn snapshot(engine: &Engine, pool: Stats) -> DispatchStats {
         delivery_latency,
         retried: c.retried.load(Ordering::Relaxed),
         deferred_by_breaker: c.deferred_by_breaker.load(Ordering::Relaxed),
+        push_backs: c.push_backs.load(Ordering::Relaxed),
+        paused: Duration::from_nanos(c.paused_nanos.load(Ordering::Relaxed)),
         waiting_retries,
         parked,
         rejected_endpoint_full: c.rejected_endpoint_full.load(Ordering::Relaxed),
         gone_endpoints: engine.gone.lock().len(),
-        endpoints: engine
-            .breakers
-            .snapshot()
-            .into_iter()
-            .map(|(endpoint, breaker)| EndpointStats {
-                endpoint: endpoint.to_string(),
-                breaker,
-            })
-            .collect(),
+        endpoints: endpoints(engine),
     }
+}
+
+/// Every endpoint with a breaker or a lane, its breaker state and its pace.
+fn endpoints(engine: &Engine) -> Vec<EndpointStats> {
+    let breakers = engine.breakers.snapshot();
+    let lanes = engine.lanes.snapshot(engine.clock.now());
+    let mut all: BTreeMap<Endpoint, EndpointStats> = BTreeMap::new();
+    let fresh = |endpoint: &Endpoint| EndpointStats {
+        endpoint: endpoint.to_string(),
+        breaker: BreakerState::Closed,
+        in_flight: 0,
+        in_flight_limit: None,
+        rate_limit: None,
+        paused_for: Duration::ZERO,
+        push_backs: 0,
+        paused: Duration::ZERO,
+    };
+    for (endpoint, breaker) in breakers {
+        all.entry(endpoint.clone())
+            .or_insert_with(|| fresh(&endpoint))
+            .breaker = breaker;
+    }
+    for (endpoint, lane) in lanes {
+        let e = all
+            .entry(endpoint.clone())
+            .or_insert_with(|| fresh(&endpoint));
+        e.in_flight = lane.in_flight;
+        e.in_flight_limit = Some(lane.in_flight_limit);
+        e.rate_limit = lane.rate;
+        e.paused_for = lane.paused_for;
+        e.push_backs = lane.push_backs;
+        e.paused = lane.paused_total;
+    }
+    all.into_values().collect()
 }
 
 impl fmt::Debug for DispatchHandle {

@@ -4,6 +4,7 @@
 
 pub(crate) mod builder;
 pub(crate) mod deliver;
+pub(crate) mod delivery;
 pub(crate) mod dispatcher;
 pub(crate) mod events;
 pub(crate) mod handle;

@@ -12,7 +12,8 @@ use crate::breaker::BreakerState;
 use crate::dead_letter::DeadLetter;
 use crate::stats::Histogram;
 use crate::stats::Stats;
-use crate::webhook::deliver::{Delivery, Engine};
+use crate::webhook::deliver::Engine;
+use crate::webhook::delivery::Delivery;
 
 /// A snapshot of a dispatcher's counters, gauges and breaker states.
 ///
@@ -27,7 +28,7 @@ use crate::webhook::deliver::{Delivery, Engine};
 /// assert!(stats.endpoints.is_empty());
 /// # Ok::<(), hookpool::BuildError>(())
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct DispatchStats {
     /// The worker pool's own counters (its jobs include retries).
@@ -49,12 +50,20 @@ pub struct DispatchStats {
     pub retried: u64,
     /// Times a webhook was held back because its endpoint's breaker was open.
     pub deferred_by_breaker: u64,
+    /// Answers that asked for a slower pace: 429, or 503 with
+    /// `Retry-After`. They do not count as failed attempts.
+    pub push_backs: u64,
+    /// `Retry-After` pause time set on endpoints, over all of them (counted
+    /// when each pause is set).
+    pub paused: Duration,
     /// Webhooks waiting in the delay queue for a retry or a breaker.
     pub waiting_retries: usize,
-    /// Webhooks waiting for a free slot at their endpoint
-    /// ([`max_in_flight_per_endpoint`](crate::DispatcherBuilder::max_in_flight_per_endpoint)),
-    /// holding no worker, including those given a slot and on their way
-    /// back to a worker.
+    /// Webhooks waiting for their endpoint, holding no worker: for a free
+    /// in-flight slot
+    /// ([`max_in_flight_per_endpoint`](crate::DispatcherBuilder::max_in_flight_per_endpoint),
+    /// or the adaptive limit), for its send rate, or for a `Retry-After`
+    /// pause to end, including those given a slot and on their way to a
+    /// worker.
     pub parked: usize,
     /// Webhooks refused with [`SubmitError::Full`](crate::SubmitError::Full)
     /// because their endpoint already had a queue's capacity of webhooks
@@ -64,9 +73,11 @@ pub struct DispatchStats {
     /// URLs remembered as having answered 410 Gone (the most recent 4,096);
     /// webhooks to them are dead-lettered without a request.
     pub gone_endpoints: usize,
-    /// Each endpoint seen so far and its breaker's state. Once about a
-    /// thousand endpoints are known, those whose breaker remembers nothing
-    /// (closed, no failures) may be left out; failing ones never are.
+    /// Each endpoint seen so far, its breaker's state and its pace, sorted
+    /// by endpoint. Once about a thousand endpoints are known, those that
+    /// remember nothing (breaker closed with no failures, nothing waiting,
+    /// no pace learned in the last 10 minutes) may be left out; failing and
+    /// paused ones never are.
     pub endpoints: Vec<EndpointStats>,
 }
 
@@ -104,24 +115,41 @@ impl DispatchStats {
     }
 }
 
-/// One endpoint's breaker state, in [`DispatchStats::endpoints`].
+/// One endpoint's breaker state and pace, in [`DispatchStats::endpoints`].
 ///
 /// # Examples
 ///
 /// ```
 /// let stats = hookpool::Dispatcher::builder().build()?.stats();
 /// for e in &stats.endpoints {
-///     println!("{} is {}", e.endpoint, e.breaker);
+///     println!("{} is {}, {} in flight, rate {:?}/s", e.endpoint, e.breaker, e.in_flight, e.rate_limit);
 /// }
 /// # Ok::<(), hookpool::BuildError>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct EndpointStats {
     /// `scheme://host:port`.
     pub endpoint: String,
     /// The breaker's state.
     pub breaker: BreakerState,
+    /// Requests holding a slot now: sending, or granted and about to.
+    pub in_flight: usize,
+    /// Requests allowed in flight at once now: the adaptive limit (cut by
+    /// push-back and timeouts, restarted from 1 after a pause or an outage),
+    /// never above the endpoint's bulkhead. `None` before the endpoint's
+    /// first webhook.
+    pub in_flight_limit: Option<usize>,
+    /// Requests per second allowed now: the adaptive rate (set by the first
+    /// push-back), capped by the configured one. `None`: not paced.
+    pub rate_limit: Option<f64>,
+    /// How much longer a `Retry-After` pause holds the endpoint (zero: not
+    /// paused).
+    pub paused_for: Duration,
+    /// Push-back answers from this endpoint.
+    pub push_backs: u64,
+    /// `Retry-After` pause time set on this endpoint in all.
+    pub paused: Duration,
 }
 
 /// What a dispatcher's shutdown did.

@@ -120,6 +120,9 @@ pub(crate) struct Failure {
     pub(crate) health: Health,
     /// 410 Gone: the receiver says this URL will never work again.
     pub(crate) gone: bool,
+    /// 429, or 503 with `Retry-After`: the receiver is alive and asks for a
+    /// slower pace. Not a failure: see `Engine::pushed_back`.
+    pub(crate) push_back: bool,
 }
 
 impl Failure {
@@ -138,13 +141,17 @@ impl Failure {
             retry,
             health,
             gone: false,
+            push_back: false,
         }
     }
 }
 
 /// Classifies an HTTP answer. `retry_after` is the parsed `Retry-After`
-/// header, honoured on 429 and 503 only.
+/// header, honoured on 429 and 503 only. 429, and 503 with a `Retry-After`,
+/// are push-back: the receiver asks for a slower pace, which is neither a
+/// failure of the webhook nor of the endpoint.
 pub(crate) fn classify(status: u16, retry_after: Option<Duration>, body: String) -> Attempt {
+    let push_back = status == 429 || (status == 503 && retry_after.is_some());
     let (error, retry) = match status {
         200..=299 => return Attempt::Delivered { status },
         300..=399 => (DeliveryError::Redirect { status }, Retryability::Permanent),
@@ -160,6 +167,7 @@ pub(crate) fn classify(status: u16, retry_after: Option<Duration>, body: String)
     };
     // Only retryable failures say something about the endpoint's health.
     let health = match retry {
+        _ if push_back => Health::PushBack,
         Retryability::Permanent => Health::Neutral,
         _ => Health::Failure,
     };
@@ -168,6 +176,7 @@ pub(crate) fn classify(status: u16, retry_after: Option<Duration>, body: String)
         retry,
         health,
         gone: status == 410,
+        push_back,
     })
 }
 
@@ -325,11 +334,25 @@ mod tests {
 
     #[test]
     fn retryable_statuses() {
-        for status in [408, 425, 429, 500, 502, 503, 504, 599] {
+        for status in [408, 425, 500, 502, 503, 504, 599] {
             let f = failed(classify(status, None, String::new()));
             assert_eq!(f.retry, Retryability::Retry, "{status}");
             assert_eq!(f.health, Health::Failure, "{status}");
+            assert!(!f.push_back, "{status}");
         }
+    }
+
+    #[test]
+    fn push_back_is_429_or_503_with_retry_after() {
+        let after = Some(Duration::from_secs(1));
+        for (status, retry_after) in [(429, None), (429, after), (503, after)] {
+            let f = failed(classify(status, retry_after, String::new()));
+            assert!(f.push_back, "{status} {retry_after:?}");
+            assert_eq!(f.health, Health::PushBack, "{status} {retry_after:?}");
+        }
+        let f = failed(classify(503, None, String::new()));
+        assert!(!f.push_back);
+        assert_eq!(f.health, Health::Failure);
     }
 
     #[test]

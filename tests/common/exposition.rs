@@ -11,8 +11,8 @@ use super::server::{Recorded, Reply, TestServer};
 use super::wait_until;
 
 /// Metrics from a run that exercises every family: failures, dead letters,
-/// an open breaker, retries, several pools. The dispatcher's are taken while
-/// it runs.
+/// an open breaker, retries, a paced endpoint, several pools. The
+/// dispatcher's are taken while it runs.
 pub fn rich_exposition() -> String {
     let clock = ManualClock::new();
     let server = TestServer::start(|r: &Recorded| match r.path.as_str() {
@@ -28,6 +28,11 @@ pub fn rich_exposition() -> String {
         .retry(RetryPolicy::exponential(Duration::from_secs(1)).max_attempts(3))
         .build()
         .unwrap();
+    // An endpoint of its own that pushes back, so its pace shows.
+    let pacing = TestServer::start(|_: &Recorded| Reply::Status(429));
+    hooks
+        .try_send(Webhook::new(&pacing.url("/slow"), &0).unwrap())
+        .unwrap();
     hooks
         .try_send(Webhook::new(&server.url("/bad"), &1).unwrap())
         .unwrap();
@@ -38,7 +43,8 @@ pub fn rich_exposition() -> String {
         .stats()
         .waiting_retries
         == 1
-        && hooks.stats().dead_lettered == 1));
+        && hooks.stats().dead_lettered == 1
+        && hooks.stats().push_backs >= 1));
     let live = hooks.stats();
     let pool = Pool::builder()
         .name("jobs")
@@ -49,7 +55,7 @@ pub fn rich_exposition() -> String {
     }
     let pool_stats = pool.shutdown().stats;
     let report = hooks.shutdown_timeout(Duration::ZERO);
-    assert_eq!(report.stats.accepted, 2);
+    assert_eq!(report.stats.accepted, 3);
     Exposition::new()
         .dispatcher("web\"hooks\\", &live)
         .pool("jobs", &pool_stats)

@@ -3,6 +3,7 @@
 
 pub mod exposition;
 pub mod logger;
+pub mod pacing;
 pub mod server;
 
 use std::time::{Duration, Instant};

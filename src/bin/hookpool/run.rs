@@ -58,6 +58,19 @@ pub(crate) struct DeliveryArgs {
     /// the rest (reason "shutdown")
     #[arg(long, value_name = "N", default_value_t = 5_000)]
     drain_timeout_ms: u64,
+    /// At most N requests a second to each endpoint (scheme, host, port); without it the
+    /// pace adapts to the receiver's push-back (429, 503 with Retry-After) alone
+    #[arg(long, value_name = "N", value_parser = parse_rate)]
+    rate: Option<f64>,
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!(
+            "{s:?} is not a positive number of requests per second"
+        )),
+    }
 }
 
 /// One delivery run: a dispatcher, the webhooks it has not finished, and the
@@ -133,6 +146,9 @@ impl Session {
                 let text = format!("circuit breaker for {}: {} -> {}", c.endpoint, c.from, c.to);
                 note(bar.as_ref(), &text);
             });
+        if let Some(rate) = args.rate {
+            builder = builder.rate_limit(rate);
+        }
         for secret in args.secrets.texts() {
             // Already checked above, so this cannot fail.
             builder = builder

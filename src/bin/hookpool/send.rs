@@ -56,6 +56,8 @@ struct Summary {
     dead_lettered: u64,
     dead_lettered_by_reason: BTreeMap<DeadLetterReason, u64>,
     retried: u64,
+    /// Answers that asked for a slower pace (429, 503 with Retry-After).
+    push_backs: u64,
     interrupted: bool,
     read_error: Option<String>,
     dead_letter_file: Option<String>,
@@ -170,6 +172,7 @@ pub(crate) fn run(args: Args, interrupt: &Interrupt) -> Result<ExitCode, UsageEr
         dead_lettered: stats.dead_lettered,
         dead_lettered_by_reason: stats.dead_lettered_by_reason,
         retried: stats.retried,
+        push_backs: stats.push_backs,
         interrupted: finished.interrupted,
         read_error,
         dead_letter_file: kept.then(|| path.display().to_string()),

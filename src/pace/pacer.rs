@@ -1,0 +1,478 @@
+//! One endpoint's pace: an in-flight limit and a send rate that adapt to
+//! push-back (AIMD), a pause set by `Retry-After`, slow start after a pause
+//! or an outage, and an optional configured rate. A pure state machine:
+//! time is passed in, nothing here sleeps or locks.
+//!
+//! - **Push-back** (429, or 503 with `Retry-After`) cuts both limits
+//!   multiplicatively, once per round: answers to requests sent before the
+//!   last cut describe the old pace and cut nothing. The rate is cut from
+//!   what the receiver actually accepted over the last second, so the first
+//!   cut after an unpaced burst lands near the receiver's real rate.
+//! - **Timeouts** cut the in-flight limit the same way.
+//! - **Success** raises the in-flight limit by about one per round
+//!   (`+1/limit` per success), and the rate by [`RATE_GROWTH`] of itself per
+//!   second of sending at that rate.
+//! - **A pause** (`Retry-After`) holds every send until it ends, then the
+//!   in-flight limit restarts from one and doubles per round of successes
+//!   (slow start), so the backlog is not released at one instant.
+
+use std::time::{Duration, Instant};
+
+/// Multiplicative cut of the in-flight limit on push-back or timeout.
+pub(crate) const LIMIT_CUT: f64 = 0.7;
+/// Multiplicative cut of the send rate on push-back, applied to what the
+/// receiver accepted over the last second.
+pub(crate) const RATE_CUT: f64 = 0.85;
+/// Growth of the send rate per second of sending at that rate, as a share
+/// of the rate: slow, because each overshoot can cost a whole `Retry-After`.
+pub(crate) const RATE_GROWTH: f64 = 0.03;
+/// The least time between two rate cuts.
+const RATE_SETTLE: Duration = Duration::from_millis(100);
+/// Below [`RATE_CUT`] of the rate at the last cut, the rate closes this
+/// share of the gap per second.
+const APPROACH: f64 = 0.5;
+/// Sends at this share of the rate or more, and the rate binds.
+const BINDING: f64 = 0.8;
+/// The first cut, from an unpaced burst, halves what was measured.
+pub(crate) const FIRST_RATE_CUT: f64 = 0.5;
+/// In-flight limit growth per second once probing costs a pause.
+pub(crate) const SLOW_LIMIT_GROWTH: f64 = 0.2;
+
+/// The rate never grows by less than this per second, so that a rate cut to
+/// the floor recovers in minutes, not hours.
+const MIN_RATE_STEP: f64 = 1.0;
+/// The slowest adaptive pace: one request a second.
+pub(crate) const MIN_RATE: f64 = 1.0;
+/// How late a paced send may be made up for: sends may bunch by this much
+/// (at most two intervals) so that a wake-up that came late does not lower
+/// the rate.
+const CATCH_UP: Duration = Duration::from_millis(10);
+/// The window over which accepted requests are counted for a rate cut.
+const WINDOW: Duration = Duration::from_secs(1);
+const SLOTS: usize = 10;
+/// Learned pace is forgotten after this long without traffic.
+pub(crate) const FORGET_AFTER: Duration = Duration::from_secs(600);
+
+/// How a request ended, as far as its endpoint's pace goes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Outcome {
+    /// 2xx.
+    Success,
+    /// 429, or 503 with `Retry-After`, which is `pause` (zero: none).
+    PushBack { pause: Duration },
+    /// The request timed out.
+    Timeout,
+    /// Anything else: says nothing about pace.
+    Other,
+}
+
+/// What a push-back did, for the log line.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct PushBackEffect {
+    /// The pause just started (it was not already running).
+    pub(crate) new_pause: bool,
+    /// Pause time added by this push-back.
+    pub(crate) added: Duration,
+}
+
+/// Events per slot of `WINDOW / SLOTS` over the last `WINDOW`, for a rate.
+#[derive(Debug, Clone, Default)]
+struct Window {
+    /// `(slot number, events)`; slot number = time since `origin` / slot.
+    slots: [(u64, u32); SLOTS],
+    origin: Option<Instant>,
+    /// Counting began here: events before it are not counted, and the rate
+    /// is over the time since (a pause is not time spent sending).
+    since: Option<Instant>,
+}
+
+impl Window {
+    fn slot_of(origin: Instant, t: Instant) -> u64 {
+        let slot = WINDOW / SLOTS as u32;
+        (t.saturating_duration_since(origin).as_nanos() / slot.as_nanos()) as u64
+    }
+
+    fn add(&mut self, now: Instant) {
+        if self.since.is_some_and(|since| now < since) {
+            return;
+        }
+        let origin = *self.origin.get_or_insert(now);
+        self.since.get_or_insert(now);
+        let n = Self::slot_of(origin, now);
+        let cell = &mut self.slots[(n % SLOTS as u64) as usize];
+        if cell.0 != n {
+            *cell = (n, 0);
+        }
+        cell.1 += 1;
+    }
+
+    /// Forgets every event and counts again from `since`.
+    fn restart(&mut self, since: Instant) {
+        self.slots = Default::default();
+        self.since = Some(since);
+    }
+
+    /// Events per second over the last `WINDOW`, or since counting began if
+    /// that is more recent; `None` without any.
+    fn rate(&self, now: Instant) -> Option<f64> {
+        let (origin, since) = (self.origin?, self.since?);
+        let n = Self::slot_of(origin, now);
+        let recent = n.saturating_sub(SLOTS as u64 - 1);
+        let count: u32 = self
+            .slots
+            .iter()
+            .filter(|(slot, c)| *c > 0 && *slot >= recent && *slot <= n)
+            .map(|(_, c)| c)
+            .sum();
+        if count == 0 {
+            return None;
+        }
+        let span = now
+            .saturating_duration_since(since)
+            .clamp(Duration::from_millis(10), WINDOW);
+        Some(f64::from(count) / span.as_secs_f64())
+    }
+}
+
+/// One endpoint's pace. See the module docs.
+#[derive(Debug, Clone)]
+pub(crate) struct Pacer {
+    /// Adaptive in-flight limit, at least 1 (infinite until first cut).
+    limit: f64,
+    /// Slow start: the in-flight limit while it lasts.
+    ramp: Option<f64>,
+    /// Adaptive send rate, requests per second; `None` until push-back.
+    rate: Option<f64>,
+    /// The configured rate, if any: the adaptive rate never exceeds it.
+    configured: Option<f64>,
+    /// When the next paced send may go (virtual scheduling).
+    next_send: Option<Instant>,
+    paused_until: Option<Instant>,
+    /// Answers to requests sent before this cut nothing.
+    last_cut: Option<Instant>,
+    /// When the rate last grew, for time-based growth.
+    grown_at: Option<Instant>,
+    /// Successes of requests sent before this do not grow slow start.
+    ramp_from: Option<Instant>,
+    /// The last push-back paused the endpoint: overshooting costs a pause.
+    costly: bool,
+    /// The rate at the last rate cut: the rate grows back towards
+    /// [`RATE_CUT`] of it quickly, and past that slowly.
+    bad: Option<f64>,
+    /// After an in-flight cut: requests in flight at the cut, how many of
+    /// them were pushed back, and the limit the cut set.
+    round: Option<(usize, usize, f64)>,
+    limit_grown_at: Option<Instant>,
+    /// Requests the receiver accepted, and requests sent.
+    accepted: Window,
+    sent: Window,
+    pub(crate) push_backs: u64,
+    pub(crate) paused_total: Duration,
+    pub(crate) last_active: Option<Instant>,
+}
+
+impl Pacer {
+    pub(crate) fn new(configured: Option<f64>) -> Self {
+        Pacer {
+            limit: f64::INFINITY,
+            ramp: None,
+            rate: None,
+            configured,
+            next_send: None,
+            paused_until: None,
+            last_cut: None,
+            grown_at: None,
+            ramp_from: None,
+            costly: false,
+            bad: None,
+            round: None,
+            limit_grown_at: None,
+            accepted: Window::default(),
+            sent: Window::default(),
+            push_backs: 0,
+            paused_total: Duration::ZERO,
+            last_active: None,
+        }
+    }
+
+    /// Requests that may be in flight at once, at most `cap`.
+    pub(crate) fn in_flight_limit(&self, cap: usize) -> usize {
+        let limit = self.ramp.map_or(self.limit, |r| r.min(self.limit));
+        if limit >= cap as f64 {
+            cap.max(1)
+        } else {
+            (limit as usize).max(1)
+        }
+    }
+
+    /// The send rate in force (adaptive, capped by the configured one).
+    pub(crate) fn rate(&self) -> Option<f64> {
+        match (self.rate, self.configured) {
+            (Some(a), Some(c)) => Some(a.min(c)),
+            (a, c) => a.or(c),
+        }
+    }
+
+    /// Until when nothing may be sent, if that is after `now`.
+    pub(crate) fn paused_until(&self, now: Instant) -> Option<Instant> {
+        self.paused_until.filter(|&p| p > now)
+    }
+
+    /// Whether this pacer remembers nothing worth keeping at `now`: no
+    /// pause, and either nothing learned or no traffic for `FORGET_AFTER`.
+    pub(crate) fn is_forgettable(&self, now: Instant) -> bool {
+        if self.paused_until(now).is_some() {
+            return false;
+        }
+        let learned = self.rate.is_some() || self.limit.is_finite() || self.ramp.is_some();
+        !learned
+            || self
+                .last_active
+                .is_none_or(|t| now.saturating_duration_since(t) >= FORGET_AFTER)
+    }
+
+    /// Reserves a send for a request that may go at `now` or later: the
+    /// time it may be sent.
+    pub(crate) fn reserve(&mut self, now: Instant) -> Instant {
+        let start = self.paused_until.map_or(now, |p| p.max(now));
+        let Some(rate) = self.rate() else {
+            self.went(start);
+            return start;
+        };
+        // Rates are positive and finite; a tiny one waits a year, not forever.
+        let interval =
+            Duration::try_from_secs_f64(1.0 / rate).unwrap_or(Duration::from_secs(365 * 24 * 3600));
+        let catch_up = CATCH_UP.min(interval * 2);
+        // A send behind schedule by less than `catch_up` keeps the schedule
+        // (the next may follow at once); further behind, the lane was idle
+        // and the schedule starts again from now, without a burst.
+        let due = match self.next_send {
+            Some(t) if t.checked_add(catch_up).is_some_and(|late| late >= start) => t,
+            _ => start,
+        };
+        let send = due.max(start);
+        self.next_send = Some(due + interval);
+        self.went(send);
+        send
+    }
+
+    /// Counts a request sent at `at` without a reservation (unpaced).
+    pub(crate) fn went(&mut self, at: Instant) {
+        self.last_active = Some(at);
+        self.sent.add(at);
+    }
+
+    /// Records how a request sent at `sent_at` ended, at `now`, with
+    /// `in_flight` requests (this one included) outstanding when it ended;
+    /// `cap` is the endpoint's in-flight ceiling.
+    pub(crate) fn record(
+        &mut self,
+        outcome: Outcome,
+        sent_at: Instant,
+        now: Instant,
+        in_flight: usize,
+        cap: usize,
+    ) -> Option<PushBackEffect> {
+        self.last_active = Some(now);
+        let fresh = self.last_cut.is_none_or(|cut| sent_at > cut);
+        match outcome {
+            Outcome::Success => {
+                self.accepted.add(now);
+                let in_ramp = self.ramp_from.is_none_or(|from| sent_at > from);
+                if let (Some(ramp), true) = (&mut self.ramp, in_ramp) {
+                    *ramp += 1.0;
+                    if *ramp >= self.limit.min(cap as f64) {
+                        self.ramp = None;
+                    }
+                }
+                if fresh && self.limit.is_finite() {
+                    if self.costly {
+                        // Probing costs a pause: grow by time, not by round.
+                        let dt = self.limit_grown_at.replace(now).map_or(0.0, |t| {
+                            now.saturating_duration_since(t)
+                                .min(Duration::from_millis(100))
+                                .as_secs_f64()
+                        });
+                        self.limit += SLOW_LIMIT_GROWTH * dt;
+                    } else {
+                        self.limit += 1.0 / self.limit;
+                    }
+                }
+                if self.rate_binding(now) {
+                    self.grow_rate(now);
+                } else {
+                    self.grown_at = None;
+                }
+                None
+            }
+            Outcome::PushBack { pause } => {
+                self.push_backs += 1;
+                self.costly = !pause.is_zero();
+                self.limit_grown_at = None;
+                if !fresh {
+                    self.same_round_push_back();
+                } else {
+                    match self.rate {
+                        // The first push-back: both limits, the rate from
+                        // what the receiver took (before any success, from
+                        // what was sent: it took less than that).
+                        None => {
+                            self.cut(now, in_flight);
+                            let measured = self
+                                .accepted
+                                .rate(now)
+                                .or_else(|| self.sent.rate(now))
+                                .unwrap_or(MIN_RATE);
+                            let factor = self.rate_cut(now, pause).min(FIRST_RATE_CUT);
+                            self.bad = Some(measured);
+                            self.set_rate(now, measured * factor);
+                        }
+                        // Later, the limit that held the request back; the
+                        // rate too once one request at a time is too many.
+                        Some(rate) if self.rate_binding(now) || self.limit < 2.0 => {
+                            // A drained bucket takes a while to show that a
+                            // new rate is below its own: one cut per settle.
+                            if self.last_cut.is_some_and(|c| now < c + RATE_SETTLE) {
+                                return Some(self.pause(now, pause));
+                            }
+                            let sent = self.sent.rate(now).unwrap_or(rate);
+                            let base = rate.min(sent);
+                            let factor = self.rate_cut(now, pause);
+                            self.bad = Some(base);
+                            self.set_rate(now, base * factor);
+                            self.last_cut = Some(now);
+                            self.grown_at = None;
+                        }
+                        Some(_) => self.cut(now, in_flight),
+                    }
+                }
+                Some(self.pause(now, pause))
+            }
+            Outcome::Timeout => {
+                if fresh {
+                    self.cut(now, in_flight);
+                }
+                None
+            }
+            Outcome::Other => None,
+        }
+    }
+
+    /// Whether the rate is what holds sends back: sends go at nearly that
+    /// rate since it was last set (rather than slower, held back by the
+    /// in-flight limit or by fewer webhooks to send).
+    fn rate_binding(&self, now: Instant) -> bool {
+        let Some(rate) = self.rate() else {
+            return false;
+        };
+        self.sent
+            .rate(now)
+            .is_some_and(|sent| sent >= BINDING * rate)
+    }
+
+    /// How much to cut the rate by, for a push-back at `now` that pauses
+    /// for `pause`. Sending at `r` for `T`, since the last pause or rate
+    /// change, drained a bucket that the pause `P` had refilled with at most
+    /// `R·P` tokens: `r·T ≤ R·(T + P)`, so `R` lies between `r·T/(T + P)` and
+    /// `r`. The cut goes to the middle of that range in proportion (their
+    /// geometric mean), never less than a quarter, never more than
+    /// [`RATE_CUT`]: a bucket drained at once is far from its rate, one
+    /// drained slowly is close.
+    fn rate_cut(&self, now: Instant, pause: Duration) -> f64 {
+        let Some(resumed) = self.sent.since else {
+            return RATE_CUT;
+        };
+        if pause.is_zero() {
+            return RATE_CUT;
+        }
+        let t = now
+            .saturating_duration_since(resumed)
+            .max(Duration::from_millis(1))
+            .as_secs_f64();
+        (t / (t + pause.as_secs_f64())).sqrt().clamp(0.25, RATE_CUT)
+    }
+
+    /// Another answer from the round that caused the last in-flight cut was
+    /// push-back too. A receiver that serves C at a time accepts C of the
+    /// round and pushes back the rest, so the limit goes down to what it
+    /// accepted; one that accepted none of it is not limiting concurrency,
+    /// and the cut stands.
+    fn same_round_push_back(&mut self) {
+        let Some((in_flight, pushed, cut)) = &mut self.round else {
+            return;
+        };
+        *pushed += 1;
+        self.limit = if *pushed < *in_flight {
+            self.limit.min((*in_flight - *pushed) as f64)
+        } else {
+            *cut
+        };
+        self.ramp = self.ramp.map(|r| r.min(self.limit));
+    }
+
+    fn set_rate(&mut self, now: Instant, rate: f64) {
+        let rate = rate.max(MIN_RATE);
+        self.rate = Some(self.configured.map_or(rate, |c| rate.min(c)));
+        self.next_send = None;
+        // Sends under the old rate say nothing about the new one.
+        self.sent.restart(now);
+    }
+
+    fn cut(&mut self, now: Instant, in_flight: usize) {
+        let base = self.limit.min(in_flight as f64);
+        self.limit = (base * LIMIT_CUT).max(1.0);
+        self.round = Some((in_flight, 1, self.limit));
+        self.ramp = self.ramp.map(|r| r.min(self.limit));
+        self.last_cut = Some(now);
+        self.grown_at = None;
+    }
+
+    fn grow_rate(&mut self, now: Instant) {
+        let Some(rate) = self.rate else { return };
+        let Some(since) = self.grown_at.replace(now) else {
+            return;
+        };
+        // A gap longer than a few sends is not "sending at that rate".
+        let gap = Duration::from_millis(100).max(Duration::from_secs_f64((2.0 / rate).min(60.0)));
+        let dt = now.saturating_duration_since(since).min(gap).as_secs_f64();
+        let approach = self
+            .bad
+            .map_or(0.0, |bad| APPROACH * (bad * RATE_CUT - rate));
+        let step = (RATE_GROWTH * rate).max(MIN_RATE_STEP).max(approach) * dt;
+        self.rate = Some(rate + step);
+    }
+
+    /// Holds every send until `now + pause` and restarts slow start.
+    fn pause(&mut self, now: Instant, pause: Duration) -> PushBackEffect {
+        if pause.is_zero() {
+            return PushBackEffect {
+                new_pause: false,
+                added: Duration::ZERO,
+            };
+        }
+        let until = crate::clock::deadline_after(now, pause);
+        let running = self.paused_until(now);
+        let from = running.unwrap_or(now);
+        let added = until.saturating_duration_since(from);
+        if until > from {
+            self.paused_until = Some(until);
+            self.paused_total += added;
+            // Time paused is not time spent sending.
+            self.accepted.restart(until);
+            self.sent.restart(until);
+        }
+        self.restart_at(now);
+        self.next_send = None;
+        PushBackEffect {
+            new_pause: running.is_none(),
+            added,
+        }
+    }
+
+    /// Slow start from one request in flight: after an outage, so that the
+    /// webhooks held back meanwhile are not released at one instant.
+    pub(crate) fn restart_at(&mut self, now: Instant) {
+        self.ramp = Some(1.0);
+        self.ramp_from = Some(now);
+    }
+}

@@ -1,0 +1,547 @@
+//! Lanes and pacers: unit tests, and a simulation in virtual time of a lane
+//! against receivers that push back, to show it converges on their pace.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+use super::*;
+
+fn ep(host: &str) -> Endpoint {
+    Endpoint::new("http", host, 80)
+}
+
+fn lanes(workers: usize, fixed: Option<usize>, max_parked: usize) -> Lanes<u32> {
+    Lanes::new(workers, fixed, max_parked, RateLimits::default())
+}
+
+fn go<T: std::fmt::Debug>(e: Enter<T>) -> T {
+    match e {
+        Enter::Go(t) => t,
+        other => panic!("expected Go, got {other:?}"),
+    }
+}
+
+fn waits<T: std::fmt::Debug>(e: Enter<T>) -> Vec<Grant<T>> {
+    match e {
+        Enter::Wait(grants) => grants,
+        other => panic!("expected Wait, got {other:?}"),
+    }
+}
+
+fn items<T>(grants: Vec<Grant<T>>) -> Vec<T> {
+    grants.into_iter().map(|g| g.item).collect()
+}
+
+const OK: Outcome = Outcome::Success;
+
+// ---------------------------------------------------------------------------
+// The bulkhead: in-flight ceilings and parking.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn one_endpoint_alone_may_use_every_worker() {
+    let (b, t) = (lanes(4, None, 100), Instant::now());
+    for i in 0..4 {
+        go(b.enter(&ep("a"), i.into(), i, t));
+    }
+    assert!(waits(b.enter(&ep("a"), 4, 4, t)).is_empty());
+    assert_eq!(b.parked(), 1);
+}
+
+#[test]
+fn with_two_endpoints_each_gets_half_and_the_rest_wait_in_acceptance_order() {
+    let (b, t) = (lanes(4, None, 100), Instant::now());
+    go(b.enter(&ep("a"), 0, 0, t));
+    go(b.enter(&ep("hang"), 1, 1, t));
+    go(b.enter(&ep("hang"), 2, 2, t));
+    assert!(waits(b.enter(&ep("hang"), 4, 4, t)).is_empty());
+    // Accepted earlier, arrived later (a retry): it goes first.
+    assert!(waits(b.enter(&ep("hang"), 3, 3, t)).is_empty());
+    // The other endpoint is not held up.
+    go(b.enter(&ep("a"), 5, 5, t));
+    assert_eq!(b.parked(), 2);
+    assert_eq!(items(b.finish(&ep("hang"), t, t, OK)), [3]);
+    assert_eq!(items(b.finish(&ep("hang"), t, t, OK)), [4]);
+    assert!(b.finish(&ep("hang"), t, t, OK).is_empty());
+    assert_eq!(b.parked(), 0);
+}
+
+#[test]
+fn a_fixed_ceiling_applies_from_the_start() {
+    let (b, t) = (lanes(8, Some(1), 100), Instant::now());
+    go(b.enter(&ep("a"), 0, 0, t));
+    assert!(waits(b.enter(&ep("a"), 1, 1, t)).is_empty());
+    assert_eq!(items(b.finish(&ep("a"), t, t, OK)), [1]);
+    assert_eq!(lanes(8, Some(0), 100).cap(false), 1);
+    assert_eq!(lanes(1, None, 100).cap(true), 1);
+}
+
+#[test]
+fn each_endpoint_parks_at_most_max_parked_new_webhooks() {
+    let (b, t) = (lanes(2, Some(1), 2), Instant::now());
+    go(b.enter(&ep("hang"), 0, 0, t));
+    assert!(b.has_room(&ep("hang")));
+    waits(b.enter(&ep("hang"), 1, 1, t));
+    waits(b.enter(&ep("hang"), 2, 2, t));
+    assert!(!b.has_room(&ep("hang")), "two parked: full");
+    assert!(b.has_room(&ep("ok")), "other endpoints are not refused");
+    assert_eq!(items(b.finish(&ep("hang"), t, t, OK)), [1]);
+    assert!(b.has_room(&ep("hang")));
+}
+
+#[test]
+fn close_hands_back_the_parked_and_refuses_the_rest() {
+    let (b, t) = (lanes(2, Some(1), 100), Instant::now());
+    go(b.enter(&ep("a"), 0, 0, t));
+    waits(b.enter(&ep("a"), 1, 1, t));
+    go(b.enter(&ep("b"), 2, 2, t));
+    waits(b.enter(&ep("b"), 3, 3, t));
+    let mut back = b.close();
+    back.sort_unstable();
+    assert_eq!(back, vec![1, 3]);
+    assert!(matches!(b.enter(&ep("a"), 4, 4, t), Enter::Closed(4)));
+    assert!(
+        b.finish(&ep("a"), t, t, OK).is_empty(),
+        "nothing granted once closed"
+    );
+    assert!(matches!(
+        b.push_back(&ep("a"), 5, 5, t, t, Duration::ZERO),
+        Err(5)
+    ));
+}
+
+// ---------------------------------------------------------------------------
+// Push-back: pauses, cuts, slow start, pacing.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_pause_holds_the_whole_endpoint_and_keeps_acceptance_order() {
+    let (b, t0) = (lanes(4, None, 100), Instant::now());
+    let a = ep("a");
+    for i in 0..4 {
+        go(b.enter(&a, i, i as u32, t0));
+    }
+    // Request 2 is pushed back with Retry-After: 1 s.
+    let sec = Duration::from_secs(1);
+    let (effect, grants) = b.push_back(&a, 2, 2, t0, t0, sec).unwrap();
+    assert!(effect.new_pause && effect.added == sec);
+    assert!(grants.is_empty(), "three still in flight: nothing granted");
+    // New webhooks park, even with slots free.
+    assert!(waits(b.enter(&a, 10, 10, t0)).is_empty());
+    assert_eq!(b.paused_until(&a, t0), Some(t0 + sec));
+    // The last in flight to finish hands the pause to the earliest accepted.
+    assert!(b.finish(&a, t0, t0, OK).is_empty());
+    assert!(b.finish(&a, t0, t0, OK).is_empty());
+    let grants = b.finish(&a, t0, t0, OK);
+    assert_eq!(grants.len(), 1, "one waits for the pause to end");
+    assert_eq!((grants[0].item, grants[0].at), (2, t0 + sec));
+    // When it starts, slow start allows only it in flight.
+    assert!(b.started(&a, t0 + sec).is_empty());
+    // Its success doubles the limit: the next one goes.
+    assert_eq!(items(b.finish(&a, t0 + sec, t0 + sec, OK)), [10]);
+    let snapshot = b.snapshot(t0 + sec);
+    assert_eq!(snapshot[0].1.push_backs, 1);
+    assert_eq!(snapshot[0].1.paused_total, sec);
+}
+
+#[test]
+fn a_granted_webhook_that_finds_a_new_pause_parks_again() {
+    let (b, t0) = (lanes(1, None, 100), Instant::now());
+    let a = ep("a");
+    go(b.enter(&a, 0, 0, t0));
+    let (_, grants) = b
+        .push_back(&a, 0, 0, t0, t0, Duration::from_secs(1))
+        .unwrap();
+    assert_eq!(grants[0].at, t0 + Duration::from_secs(1));
+    // Before its time, another push-back (a late answer) extends the pause.
+    assert!(b.paused_until(&a, t0).is_some());
+    let grants = waits(b.repark(&a, 0, 0, t0));
+    assert_eq!(grants.len(), 1);
+    assert_eq!(grants[0].item, 0);
+}
+
+#[test]
+fn the_first_push_back_cuts_both_limits_once_per_round() {
+    let mut p = Pacer::new(None);
+    let t0 = Instant::now();
+    for i in 0..100 {
+        p.record(OK, t0, t0 + Duration::from_millis(i * 10), 8, 8);
+    }
+    let t1 = t0 + Duration::from_secs(1);
+    let push_back = Outcome::PushBack {
+        pause: Duration::ZERO,
+    };
+    p.record(push_back, t0, t1, 8, 8);
+    let (limit, rate) = (p.in_flight_limit(8), p.rate().unwrap());
+    assert_eq!(limit, 5, "8 in flight, cut by 0.7");
+    // 90 accepted in the last second (the first 10 fell out of the window),
+    // halved: the first cut comes after an unpaced burst.
+    assert!((rate - 90.0 * pacer::FIRST_RATE_CUT).abs() < 1e-9, "{rate}");
+    // Three more of the same round are pushed back: it accepted 4 of the 8,
+    // so the limit goes to 4, and the rate stays.
+    for _ in 0..3 {
+        p.record(push_back, t0, t1, 8, 8);
+    }
+    assert_eq!((p.in_flight_limit(8), p.rate()), (4, Some(rate)));
+    assert_eq!(p.push_backs, 4);
+    // A timeout of a request sent after the cut cuts again.
+    let t2 = t1 + Duration::from_millis(1);
+    p.record(Outcome::Timeout, t2, t2, 4, 8);
+    assert_eq!(p.in_flight_limit(8), 2);
+}
+
+#[test]
+fn a_round_pushed_back_whole_is_not_a_concurrency_limit() {
+    let mut p = Pacer::new(None);
+    let t0 = Instant::now();
+    let push_back = Outcome::PushBack {
+        pause: Duration::ZERO,
+    };
+    for _ in 0..8 {
+        p.record(push_back, t0, t0, 8, 8);
+    }
+    assert_eq!(p.in_flight_limit(8), 5, "only the cut by 0.7");
+}
+
+#[test]
+fn a_configured_rate_spaces_sends_evenly() {
+    let mut p = Pacer::new(Some(100.0));
+    let t0 = Instant::now();
+    let sends: Vec<_> = (0..5).map(|_| p.reserve(t0) - t0).collect();
+    assert_eq!(sends, [0, 10, 20, 30, 40].map(Duration::from_millis));
+    // A push-back never raises it above the configured rate.
+    for i in 0..1000 {
+        p.record(OK, t0, t0 + Duration::from_micros(i * 100), 1, 8);
+    }
+    p.record(
+        Outcome::PushBack {
+            pause: Duration::ZERO,
+        },
+        t0,
+        t0 + Duration::from_millis(100),
+        1,
+        8,
+    );
+    assert_eq!(p.rate(), Some(100.0));
+}
+
+#[test]
+fn a_rate_cut_to_the_floor_recovers() {
+    let mut p = Pacer::new(None);
+    let t0 = Instant::now();
+    p.record(
+        Outcome::PushBack {
+            pause: Duration::ZERO,
+        },
+        t0,
+        t0,
+        1,
+        8,
+    );
+    assert_eq!(
+        p.rate(),
+        Some(pacer::MIN_RATE),
+        "nothing sent or accepted yet"
+    );
+    // A minute of sending at the rate, every send accepted, raises it by at
+    // least 1/s a second.
+    let mut now = t0;
+    while now < t0 + Duration::from_secs(60) {
+        now = p.reserve(now);
+        p.record(Outcome::Success, now, now + Duration::from_millis(1), 1, 8);
+    }
+    assert!(p.rate().unwrap() >= 50.0, "{:?}", p.rate());
+}
+
+#[test]
+fn learned_pace_is_forgotten_after_quiet() {
+    let mut p = Pacer::new(None);
+    let t0 = Instant::now();
+    assert!(p.is_forgettable(t0), "nothing learned");
+    p.record(
+        Outcome::PushBack {
+            pause: Duration::from_secs(1),
+        },
+        t0,
+        t0,
+        1,
+        8,
+    );
+    assert!(!p.is_forgettable(t0), "paused");
+    assert!(!p.is_forgettable(t0 + Duration::from_secs(2)), "learned");
+    assert!(p.is_forgettable(t0 + pacer::FORGET_AFTER));
+}
+
+// ---------------------------------------------------------------------------
+// Simulation: a lane against receivers that push back, in virtual time.
+// ---------------------------------------------------------------------------
+
+/// A receiver as the simulation sees it.
+trait Receiver {
+    /// A request arrives at `t`: when its answer is back, and whether it
+    /// was accepted (else pushed back with this pause).
+    fn request(&mut self, t: Instant) -> (Instant, Result<(), Duration>);
+}
+
+/// Allows `rate` a second with a bucket of `burst`; past that, 429 with
+/// `Retry-After: pause`. Answers take `rtt`.
+struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+    pause: Duration,
+    rtt: Duration,
+}
+
+impl Receiver for TokenBucket {
+    fn request(&mut self, t: Instant) -> (Instant, Result<(), Duration>) {
+        let dt = t.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
+        self.last = self.last.max(t);
+        let answer = if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(self.pause)
+        };
+        (t + self.rtt, answer)
+    }
+}
+
+/// Serves `cap` requests at once, each for `service`; past that, 429 at
+/// once (with `Retry-After: pause`, which may be zero).
+struct Capped {
+    cap: usize,
+    busy_until: Vec<Instant>,
+    service: Duration,
+    pause: Duration,
+}
+
+impl Receiver for Capped {
+    fn request(&mut self, t: Instant) -> (Instant, Result<(), Duration>) {
+        self.busy_until.retain(|&end| end > t);
+        if self.busy_until.len() < self.cap {
+            self.busy_until.push(t + self.service);
+            (t + self.service, Ok(()))
+        } else {
+            (t + Duration::from_micros(200), Err(self.pause))
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Event {
+    Start {
+        item: u32,
+    },
+    Done {
+        item: u32,
+        sent_at: Instant,
+        pause: Option<Duration>,
+    },
+}
+
+struct Run {
+    elapsed: Duration,
+    requests: u64,
+    push_backs: u64,
+    peak_in_flight: usize,
+}
+
+/// Sends `n` webhooks, all accepted at once, through a lane with `workers`
+/// worker slots to `receiver`, in virtual time.
+fn simulate(n: u32, workers: usize, receiver: &mut dyn Receiver) -> Run {
+    let lanes = Lanes::new(workers, None, usize::MAX, RateLimits::default());
+    let a = ep("receiver");
+    let t0 = Instant::now();
+    let mut events: BinaryHeap<Reverse<(Instant, u64, Event)>> = BinaryHeap::new();
+    let mut tie = 0;
+    let mut push = |events: &mut BinaryHeap<_>, at: Instant, e: Event| {
+        tie += 1;
+        events.push(Reverse((at, tie, e)));
+    };
+    let schedule = |events: &mut BinaryHeap<_>,
+                    push: &mut dyn FnMut(&mut BinaryHeap<_>, Instant, Event),
+                    grants: Vec<Grant<u32>>| {
+        for g in grants {
+            push(events, g.at, Event::Start { item: g.item });
+        }
+    };
+    for i in 0..n {
+        match lanes.enter(&a, u64::from(i), i, t0) {
+            Enter::Go(item) => push(&mut events, t0, Event::Start { item }),
+            Enter::Wait(grants) => schedule(&mut events, &mut push, grants),
+            Enter::Closed(_) => unreachable!(),
+        }
+    }
+    let (mut delivered, mut requests, mut push_backs) = (0, 0, 0);
+    let mut in_flight = 0usize;
+    let mut peak_in_flight = 0;
+    let mut last = t0;
+    let mut steps = 0;
+    while let Some(Reverse((t, _, event))) = events.pop() {
+        steps += 1;
+        assert!(steps < 10_000_000, "the simulation did not end");
+        if std::env::var_os("SIM_TRACE").is_some() && (t - t0).as_secs() > (last - t0).as_secs() {
+            let snap = lanes.snapshot(t);
+            println!(
+                "  {:>8.3}s delivered {delivered}: in flight {} limit {} rate {:?} paused {:?}",
+                (t - t0).as_secs_f64(),
+                snap[0].1.in_flight,
+                snap[0].1.in_flight_limit,
+                snap[0].1.rate,
+                snap[0].1.paused_for
+            );
+        }
+        last = t;
+        match event {
+            Event::Start { item } => {
+                if lanes.paused_until(&a, t).is_some() {
+                    let grants = waits(lanes.repark(&a, u64::from(item), item, t));
+                    schedule(&mut events, &mut push, grants);
+                    continue;
+                }
+                let grants = lanes.started(&a, t);
+                schedule(&mut events, &mut push, grants);
+                requests += 1;
+                in_flight += 1;
+                peak_in_flight = peak_in_flight.max(in_flight);
+                let (back, answer) = receiver.request(t);
+                let pause = answer.err();
+                push(
+                    &mut events,
+                    back,
+                    Event::Done {
+                        item,
+                        sent_at: t,
+                        pause,
+                    },
+                );
+            }
+            Event::Done {
+                item,
+                sent_at,
+                pause,
+            } => {
+                in_flight -= 1;
+                let grants = match pause {
+                    None => {
+                        delivered += 1;
+                        lanes.finish(&a, sent_at, t, Outcome::Success)
+                    }
+                    Some(pause) => {
+                        push_backs += 1;
+                        if std::env::var_os("SIM_TRACE").is_some() {
+                            let snap = lanes.snapshot(t);
+                            println!(
+                                "  {:>8.3}s push-back: in flight {} limit {} rate {:?}",
+                                (t - t0).as_secs_f64(),
+                                snap[0].1.in_flight,
+                                snap[0].1.in_flight_limit,
+                                snap[0].1.rate
+                            );
+                        }
+                        lanes
+                            .push_back(&a, u64::from(item), item, sent_at, t, pause)
+                            .unwrap()
+                            .1
+                    }
+                };
+                schedule(&mut events, &mut push, grants);
+            }
+        }
+    }
+    assert_eq!(delivered, n, "every webhook delivered");
+    Run {
+        elapsed: last - t0,
+        requests,
+        push_backs,
+        peak_in_flight,
+    }
+}
+
+fn token_bucket(rate: f64, burst: f64, pause: Duration) -> TokenBucket {
+    TokenBucket {
+        rate,
+        burst,
+        tokens: burst,
+        last: Instant::now(),
+        pause,
+        rtt: Duration::from_millis(2),
+    }
+}
+
+/// The receiver: R requests a second, 429 with `Retry-After: 1`
+/// beyond that. The lane learns R and stays near it.
+#[test]
+fn converges_on_a_receiver_that_allows_r_requests_a_second() {
+    let sec = Duration::from_secs(1);
+    for (rate, burst, pause) in [
+        (2000.0, 2000.0, sec),
+        (2000.0, 200.0, sec),
+        (400.0, 40.0, sec),
+        (50.0, 5.0, sec),
+        (400.0, 40.0, Duration::ZERO),
+        (400.0, 400.0, 2 * sec),
+    ] {
+        let n = (rate * 20.0) as u32;
+        let run = simulate(n, 8, &mut token_bucket(rate, burst, pause));
+        let capacity = Duration::from_secs_f64((f64::from(n) - burst) / rate);
+        let ratio = run.elapsed.as_secs_f64() / capacity.as_secs_f64();
+        let share = run.push_backs as f64 / run.requests as f64;
+        println!(
+            "rate {rate} burst {burst} pause {pause:?}: {:?} for {capacity:?} ({ratio:.2}x), {} push-backs of {} requests",
+            run.elapsed, run.push_backs, run.requests
+        );
+        // A bucket of a second's requests refills during each pause, so
+        // pauses cost little; a small one makes each overshoot cost a
+        // second, and the first few (finding the rate) show.
+        let bound = if burst >= rate * pause.as_secs_f64() {
+            1.1
+        } else {
+            1.5
+        };
+        assert!(ratio <= bound, "rate {rate} burst {burst}: {ratio:.2}x");
+        // Push-back without a pause costs little, and the rate is found by
+        // more of it.
+        let most = if pause.is_zero() { 0.4 } else { 0.02 };
+        assert!(
+            share <= most,
+            "rate {rate} burst {burst}: {share:.3} pushed back"
+        );
+    }
+}
+
+/// A receiver that serves C at a time and answers 429 beyond: the in-flight
+/// limit settles near C.
+#[test]
+fn converges_on_a_receiver_that_allows_c_at_a_time() {
+    for (cap, pause) in [
+        (2, Duration::ZERO),
+        (4, Duration::ZERO),
+        (4, Duration::from_secs(1)),
+    ] {
+        let service = Duration::from_millis(20);
+        let n = 2000;
+        let mut receiver = Capped {
+            cap,
+            busy_until: Vec::new(),
+            service,
+            pause,
+        };
+        let run = simulate(n, 16, &mut receiver);
+        let capacity = service * n / cap as u32;
+        let ratio = run.elapsed.as_secs_f64() / capacity.as_secs_f64();
+        let share = run.push_backs as f64 / run.requests as f64;
+        println!(
+            "cap {cap} pause {pause:?}: {:?} for {capacity:?} ({ratio:.2}x), {} push-backs of {} requests, peak {}",
+            run.elapsed, run.push_backs, run.requests, run.peak_in_flight
+        );
+        assert!(ratio <= 1.5, "cap {cap}: {ratio:.2}x");
+        // Push-back without a pause costs little, and is probed for often.
+        let most = if pause.is_zero() { 0.2 } else { 0.02 };
+        assert!(share <= most, "cap {cap}: {share:.3} pushed back");
+    }
+}
