@@ -75,6 +75,11 @@ impl DeadLetterReason {
         self as usize
     }
 
+    /// The reason whose [`as_str`](Self::as_str) is `s`.
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
     /// The snake-case name used in JSON and logs.
     ///
     /// # Examples

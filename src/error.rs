@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use crate::webhook::Webhook;
+
 /// A job that the pool refused, handed back to the caller.
 ///
 /// Modelled on crossbeam-channel's `TrySendError`: the job is never lost
@@ -118,6 +120,107 @@ impl<J> fmt::Display for SubmitError<J> {
 
 impl<J> std::error::Error for SubmitError<J> {}
 
+/// Why [`send_durable`](crate::DispatchHandle::send_durable) did not
+/// queue a webhook. Every variant hands the webhook back.
+///
+/// # Examples
+///
+/// ```
+/// use hookpool::{DurableError, Webhook};
+///
+/// // A dispatcher without a journal cannot promise durability.
+/// let hooks = hookpool::Dispatcher::builder().build()?;
+/// let hook = Webhook::new("http://127.0.0.1:9/", &0)?;
+/// let err = hooks.send_durable(hook.clone(), std::time::Duration::ZERO).unwrap_err();
+/// assert!(matches!(err, DurableError::NoStore(_)));
+/// assert_eq!(err.into_inner().id(), hook.id());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[non_exhaustive]
+pub enum DurableError {
+    /// The queue (or the endpoint's parking) stayed full. Nothing was kept.
+    Full(Webhook),
+    /// The dispatcher is shutting down. Nothing was kept.
+    Closed(Webhook),
+    /// The journal could not commit the webhook (a full disk, a read-only
+    /// file): nothing was queued.
+    Store {
+        /// The webhook.
+        webhook: Webhook,
+        /// Why.
+        error: crate::StoreError,
+    },
+    /// The dispatcher has no durable store
+    /// ([`journal`](crate::DispatcherBuilder::journal)).
+    NoStore(Webhook),
+}
+
+impl DurableError {
+    /// The webhook, back.
+    ///
+    /// # Examples
+    ///
+    /// See [`DurableError`].
+    ///
+    /// ```
+    /// let hook = hookpool::Webhook::new("http://127.0.0.1:9/", &0)?;
+    /// let err = hookpool::DurableError::Full(hook.clone());
+    /// assert_eq!(err.into_inner().id(), hook.id());
+    /// # Ok::<(), hookpool::WebhookError>(())
+    /// ```
+    pub fn into_inner(self) -> Webhook {
+        match self {
+            DurableError::Full(w) | DurableError::Closed(w) | DurableError::NoStore(w) => w,
+            DurableError::Store { webhook, .. } => webhook,
+        }
+    }
+}
+
+impl From<SubmitError<Webhook>> for DurableError {
+    fn from(e: SubmitError<Webhook>) -> Self {
+        match e {
+            SubmitError::Full(w) => DurableError::Full(w),
+            SubmitError::Closed(w) => DurableError::Closed(w),
+        }
+    }
+}
+
+impl fmt::Debug for DurableError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DurableError::Full(_) => f.write_str("Full(..)"),
+            DurableError::Closed(_) => f.write_str("Closed(..)"),
+            DurableError::Store { error, .. } => f
+                .debug_struct("Store")
+                .field("error", error)
+                .finish_non_exhaustive(),
+            DurableError::NoStore(_) => f.write_str("NoStore(..)"),
+        }
+    }
+}
+
+impl fmt::Display for DurableError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DurableError::Full(_) => f.write_str("queue is full"),
+            DurableError::Closed(_) => f.write_str("dispatcher is shut down"),
+            DurableError::Store { .. } => f.write_str("webhook could not be stored durably"),
+            DurableError::NoStore(_) => {
+                f.write_str("the dispatcher has no durable store: configure a journal")
+            }
+        }
+    }
+}
+
+impl std::error::Error for DurableError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DurableError::Store { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
 /// Invalid pool configuration, or a worker thread that could not be started.
 ///
 /// # Examples
@@ -145,6 +248,9 @@ pub enum BuildError {
     Invalid(String),
     /// The TLS settings cannot be used.
     Tls(crate::TlsConfigError),
+    /// The durable store could not be opened or recovered: the message says
+    /// which file and what to do.
+    Store(crate::StoreError),
 }
 
 impl fmt::Display for BuildError {
@@ -155,6 +261,7 @@ impl fmt::Display for BuildError {
             BuildError::Spawn(_) => f.write_str("failed to spawn a worker thread"),
             BuildError::Invalid(msg) => f.write_str(msg),
             BuildError::Tls(_) => f.write_str("invalid tls settings"),
+            BuildError::Store(e) => write!(f, "cannot open the store: {e}"),
         }
     }
 }
@@ -170,6 +277,7 @@ impl std::error::Error for BuildError {
         match self {
             BuildError::Spawn(e) => Some(e),
             BuildError::Tls(e) => Some(e),
+            BuildError::Store(e) => e.source(),
             _ => None,
         }
     }

@@ -61,6 +61,7 @@ mod retry;
 mod saturation;
 mod schedule;
 mod stats;
+mod store;
 mod webhook;
 
 pub use breaker::{Admission, Breaker, BreakerConfig, BreakerState, Endpoint, Health, Transition};
@@ -68,11 +69,14 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use dead_letter::{
     DeadLetter, DeadLetterReason, DeadLetterSink, JsonlDeadLetters, MemoryDeadLetters,
 };
-pub use error::{BuildError, SubmitError};
+pub use error::{BuildError, DurableError, SubmitError};
 pub use pool::{MAX_QUEUE_CAPACITY, PanicEvent, Pool, PoolBuilder, ShutdownReport, Submitter};
 pub use prometheus::Exposition;
 pub use retry::{Backoff, RetryPolicy, Retryability, parse_retry_after};
 pub use stats::{FINITE_BUCKETS, Histogram, Stats};
+pub use store::{
+    Journal, SqliteDeadLetters, StoreError, StoreStats, StoredDeadLetter, Synchronous,
+};
 pub use webhook::builder::DispatcherBuilder;
 pub use webhook::dispatcher::Dispatcher;
 pub use webhook::events::{BreakerChange, Delivered};

@@ -291,7 +291,63 @@ impl Exposition {
             &l,
             &stats.delivery_latency,
         );
+        if let Some(store) = &stats.store {
+            self.store(name, stats.kept, store);
+        }
         self
+    }
+
+    /// A dispatcher's durable store (its journal).
+    fn store(&mut self, pool: &str, kept: u64, s: &crate::StoreStats) {
+        let l = [("pool", pool)];
+        self.gauge(
+            "hookpool_journal_backlog",
+            "Unfinished webhooks in the journal, written or about to be: what a restart would deliver.",
+            &l,
+            s.backlog,
+        );
+        self.gauge(
+            "hookpool_journal_pending",
+            "State changes waiting to be written to the journal.",
+            &l,
+            s.pending,
+        );
+        self.gauge(
+            "hookpool_journal_dead_letters",
+            "Dead letters the journal holds.",
+            &l,
+            s.dead_letters,
+        );
+        self.counter(
+            "hookpool_journal_commits_total",
+            "Journal transactions committed (each holds a batch of state changes).",
+            &l,
+            s.commits,
+        );
+        self.counter(
+            "hookpool_journal_errors_total",
+            "Journal transactions that failed (a full disk, a read-only file); each is tried again.",
+            &l,
+            s.errors,
+        );
+        self.counter(
+            "hookpool_webhooks_recovered_total",
+            "Unfinished webhooks found in the journal at start, and delivered again.",
+            &l,
+            s.recovered,
+        );
+        self.counter(
+            "hookpool_webhooks_kept_total",
+            "Webhooks left in the journal at a shutdown deadline for the next start.",
+            &l,
+            kept,
+        );
+        self.histogram(
+            "hookpool_journal_commit_seconds",
+            "Time from a state change's arrival at the journal to its commit: the window in which a crash loses a webhook that try_send accepted.",
+            &l,
+            &s.commit_latency,
+        );
     }
 
     /// One endpoint's pace: push-backs, pauses, limits.

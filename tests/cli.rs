@@ -6,15 +6,16 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::child::Running;
 use common::server::{Recorded, Reply, Script, TestServer};
+use common::tempdir::TempDir;
 use hookpool::{
     DeadLetterReason, HEADER_WEBHOOK_ID, HEADER_WEBHOOK_SIGNATURE, HEADER_WEBHOOK_TIMESTAMP,
     JsonlDeadLetters, SigningSecret, new_message_id, signature_header, verify,
@@ -32,147 +33,6 @@ fn hookpool(dir: &Path) -> Command {
         .env_remove("HOOKPOOL_SECRETS")
         .env("RUST_LOG", "off");
     cmd
-}
-
-/// A fresh directory for one test, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("hookpool-cli-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self, file: &str) -> PathBuf {
-        self.0.join(file)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A running child, killed and reaped on drop if it is still running.
-struct Running {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: Receiver<String>,
-    /// Everything on stderr so far; complete once the reader has joined.
-    stderr_text: Arc<Mutex<String>>,
-    stderr: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Running {
-    fn spawn(mut cmd: Command) -> Running {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start hookpool");
-        let (tx, stdout) = mpsc::channel();
-        let out = BufReader::new(child.stdout.take().unwrap());
-        // Ends at EOF, when the child exits or is killed.
-        std::thread::spawn(move || {
-            for line in out.lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let err = BufReader::new(child.stderr.take().unwrap());
-        let stderr_text = Arc::new(Mutex::new(String::new()));
-        let text = Arc::clone(&stderr_text);
-        let stderr = std::thread::spawn(move || {
-            for line in err.lines().map_while(Result::ok) {
-                let mut text = text.lock().unwrap();
-                text.push_str(&line);
-                text.push('\n');
-            }
-        });
-        Running {
-            stdin: child.stdin.take(),
-            child,
-            stdout,
-            stderr_text,
-            stderr: Some(stderr),
-        }
-    }
-
-    /// Waits (bounded) until stderr has shown `needle`.
-    fn wait_for_stderr(&self, needle: &str, timeout: Duration) {
-        let seen = common::wait_until(timeout, || {
-            self.stderr_text.lock().unwrap().contains(needle)
-        });
-        assert!(
-            seen,
-            "{needle:?} not on stderr within {timeout:?}:\n{}",
-            self.stderr_text.lock().unwrap()
-        );
-    }
-
-    fn write_stdin(&mut self, bytes: &[u8]) {
-        // A child that already exited (a usage error) does not read.
-        let _ = self.stdin.as_mut().unwrap().write_all(bytes);
-    }
-
-    fn close_stdin(&mut self) {
-        self.stdin = None;
-    }
-
-    fn next_line(&self, timeout: Duration) -> String {
-        self.stdout
-            .recv_timeout(timeout)
-            .expect("a line on hookpool's stdout in time")
-    }
-
-    fn interrupt(&self) {
-        let status = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
-    }
-
-    /// Waits for the exit; then the rest of stdout and all of stderr.
-    fn finish(mut self, timeout: Duration) -> (i32, Vec<String>, String) {
-        self.close_stdin();
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "hookpool did not exit within {timeout:?}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        let mut lines = Vec::new();
-        while let Ok(line) = self.stdout.recv_timeout(Duration::from_secs(5)) {
-            lines.push(line);
-        }
-        self.stderr.take().unwrap().join().unwrap();
-        let stderr = self.stderr_text.lock().unwrap().clone();
-        (
-            status.code().expect("an exit code, not a signal"),
-            lines,
-            stderr,
-        )
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 /// Runs to completion with `input` on stdin.
@@ -220,7 +80,7 @@ fn lines(n: std::ops::Range<u32>) -> String {
 fn send_delivers_every_good_line_and_reports_bad_ones() {
     let dir = TempDir::new("good-bad");
     let server = ok_server();
-    let mut cmd = hookpool(&dir.0);
+    let mut cmd = hookpool(dir.dir());
     cmd.args(["send", "--url", &server.url("/in"), "--workers", "2"]);
     let out = run(cmd, b"{\"n\":1}\nnot json\n\n{\"n\": 2}\r\n[1,2,3]\n");
 
@@ -251,7 +111,7 @@ fn send_delivers_every_good_line_and_reports_bad_ones() {
     // Nothing was dead-lettered, so the default file is not left behind.
     assert!(!dir.path("hookpool-dead-letters.jsonl").exists());
 
-    let mut cmd = hookpool(&dir.0);
+    let mut cmd = hookpool(dir.dir());
     cmd.args(["send", "--url", &server.url("/in")]);
     let out = run(cmd, lines(0..20).as_bytes());
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -262,7 +122,7 @@ fn send_delivers_every_good_line_and_reports_bad_ones() {
 fn send_signs_and_wraps_lines_in_an_envelope() {
     let dir = TempDir::new("envelope");
     let server = ok_server();
-    let mut cmd = hookpool(&dir.0);
+    let mut cmd = hookpool(dir.dir());
     cmd.args([
         "send",
         "--url",
@@ -304,7 +164,7 @@ fn send_waits_for_room_and_never_drops_a_line() {
     let server = TestServer::start(|_: &Recorded| {
         Reply::Delay(Duration::from_millis(1), Box::new(Reply::Status(200)))
     });
-    let mut cmd = hookpool(&dir.0);
+    let mut cmd = hookpool(dir.dir());
     cmd.args([
         "send",
         "--url",
@@ -363,7 +223,7 @@ fn bad_usage_exits_2_with_a_message() {
         (&["frobnicate"], "frobnicate"),
     ];
     for (args, message) in cases {
-        let mut cmd = hookpool(&dir.0);
+        let mut cmd = hookpool(dir.dir());
         cmd.args(*args);
         let out = run(cmd, b"");
         assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
@@ -375,7 +235,7 @@ fn bad_usage_exits_2_with_a_message() {
         );
     }
     assert!(!dir.path("hookpool-dead-letters.jsonl").exists());
-    let mut cmd = hookpool(&dir.0);
+    let mut cmd = hookpool(dir.dir());
     cmd.arg("--help");
     assert_eq!(run(cmd, b"").code, 0);
 }
@@ -404,7 +264,7 @@ fn replay_delivers_again_once_the_endpoint_recovers_and_keeps_what_fails() {
         "0",
     ];
 
-    let mut cmd = hookpool(&dir.0);
+    let mut cmd = hookpool(dir.dir());
     cmd.args(["send", "--url", &server.url("/in"), "--dead-letters"])
         .arg(&letters)
         .args(quick);
@@ -421,7 +281,7 @@ fn replay_delivers_again_once_the_endpoint_recovers_and_keeps_what_fails() {
 
     up.store(true, Ordering::SeqCst);
     let before = server.request_count();
-    let mut cmd = hookpool(&dir.0);
+    let mut cmd = hookpool(dir.dir());
     cmd.arg("replay").arg(&letters).args(quick);
     let out = run(cmd, b"");
     assert_eq!(out.code, 1, "{}", out.stderr);
@@ -454,7 +314,7 @@ fn replay_delivers_again_once_the_endpoint_recovers_and_keeps_what_fails() {
 
     // Somewhere else, that letter goes through too, and the file is left empty.
     let elsewhere = ok_server();
-    let mut cmd = hookpool(&dir.0);
+    let mut cmd = hookpool(dir.dir());
     cmd.arg("replay")
         .arg(&letters)
         .args(["--url", &elsewhere.url("/other")]);
@@ -476,7 +336,7 @@ fn interrupted_send(name: &str, interrupts: usize, drain: Duration) {
     let dir = TempDir::new(name);
     let letters = dir.path("dead.jsonl");
     let server = TestServer::start(|_: &Recorded| Reply::Hang);
-    let mut cmd = hookpool(&dir.0);
+    let mut cmd = hookpool(dir.dir());
     cmd.args([
         "send",
         "--url",
@@ -545,7 +405,7 @@ fn send_gives_up_at_max_elapsed() {
     let dir = TempDir::new("max-elapsed");
     let letters = dir.path("dead.jsonl");
     let server = TestServer::start(|_: &Recorded| Reply::Status(503));
-    let mut cmd = hookpool(&dir.0);
+    let mut cmd = hookpool(dir.dir());
     cmd.args(["send", "--url", &server.url("/in")])
         .args(["--max-elapsed-ms", "300", "--max-attempts", "1000"])
         .args(["--base-delay-ms", "1", "--breaker-failures", "0"])
@@ -570,7 +430,7 @@ fn send_gives_up_at_max_elapsed() {
 fn send_prints_letters_it_cannot_write_on_stderr_as_json() {
     let dir = TempDir::new("dev-full");
     let server = TestServer::start(|_: &Recorded| Reply::Status(400));
-    let mut cmd = hookpool(&dir.0);
+    let mut cmd = hookpool(dir.dir());
     cmd.args([
         "send",
         "--url",
@@ -640,7 +500,7 @@ fn replay_keeps_the_file_permissions() {
         &["{\"n\":1}", "{\"poison\":1}"],
         0o600,
     );
-    let mut cmd = hookpool(&dir.0);
+    let mut cmd = hookpool(dir.dir());
     cmd.arg("replay").arg(&file);
     let out = run(cmd, b"");
     assert_eq!(out.code, 1, "{}", out.stderr);
@@ -669,7 +529,7 @@ fn replay_exits_1_and_leaves_the_file_unchanged_when_the_rewrite_fails() {
         &["{\"n\":1}", "{\"n\":2}"],
         0o600,
     );
-    let mut cmd = hookpool(&dir.0);
+    let mut cmd = hookpool(dir.dir());
     cmd.arg("replay").arg(&file);
     let out = run(cmd, b"");
     assert_eq!(out.code, 1, "{}", out.stderr);
@@ -736,7 +596,7 @@ fn listen(dir: &Path, args: &[&str]) -> (Running, String) {
 fn listen_answers_202_then_429_when_full_and_401_on_a_bad_signature() {
     let dir = TempDir::new("listen");
     let (child, url) = listen(
-        &dir.0,
+        dir.dir(),
         &[
             "--workers",
             "1",
@@ -787,7 +647,7 @@ fn listen_answers_202_then_429_when_full_and_401_on_a_bad_signature() {
 fn listen_injects_failures_and_without_secrets_accepts_unsigned_webhooks() {
     let dir = TempDir::new("listen-fail");
     let agent = agent();
-    let (failing, url) = listen(&dir.0, &["--fail-rate", "1.0"]);
+    let (failing, url) = listen(dir.dir(), &["--fail-rate", "1.0"]);
     assert_eq!(post(&agent, &url, None, "{}").0, 500);
     failing.interrupt();
     let (code, stdout, _) = failing.finish(Duration::from_secs(10));
@@ -795,7 +655,7 @@ fn listen_injects_failures_and_without_secrets_accepts_unsigned_webhooks() {
     let counts: Value = serde_json::from_str(stdout.last().unwrap()).unwrap();
     assert_eq!(counts["failed_injected"], 1);
 
-    let (open, url) = listen(&dir.0, &[]);
+    let (open, url) = listen(dir.dir(), &[]);
     assert_eq!(post(&agent, &url, None, "{}").0, 202);
     let status = agent.get(&url).call().unwrap().status().as_u16();
     assert_eq!(status, 405);
@@ -805,8 +665,8 @@ fn listen_injects_failures_and_without_secrets_accepts_unsigned_webhooks() {
 #[test]
 fn send_and_listen_agree_on_signatures() {
     let dir = TempDir::new("roundtrip");
-    let (receiver, url) = listen(&dir.0, &["--secret", SECRET, "--queue", "1000"]);
-    let mut cmd = hookpool(&dir.0);
+    let (receiver, url) = listen(dir.dir(), &["--secret", SECRET, "--queue", "1000"]);
+    let mut cmd = hookpool(dir.dir());
     cmd.args(["send", "--url", &url, "--secret", SECRET]);
     let out = run(cmd, lines(0..50).as_bytes());
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -851,7 +711,7 @@ fn send_shows_progress_only_on_a_terminal() {
     );
     let mut tty = Command::new("script");
     tty.args(["-qec", &command, "/dev/null"])
-        .current_dir(&dir.0)
+        .current_dir(dir.dir())
         .env("RUST_LOG", "off");
     // Under `script`, everything the child writes to the terminal arrives on
     // script's stdout.
@@ -865,7 +725,7 @@ fn send_shows_progress_only_on_a_terminal() {
         );
     }
 
-    let mut piped = hookpool(&dir.0);
+    let mut piped = hookpool(dir.dir());
     piped.args([
         "send",
         "--url",
@@ -888,7 +748,7 @@ fn send_shows_progress_only_on_a_terminal() {
 fn listen_answers_413_to_a_body_over_4_mib() {
     use std::io::Read;
     let dir = TempDir::new("listen-413");
-    let (child, url) = listen(&dir.0, &[]);
+    let (child, url) = listen(dir.dir(), &[]);
     let limit = 4 * 1024 * 1024;
     let agent = agent();
     assert_eq!(post(&agent, &url, None, &"x".repeat(limit)).0, 202);

@@ -17,6 +17,7 @@ use crate::pace::{Lanes, RateLimits};
 use crate::pool::{PoolBuilder, Submitter};
 use crate::retry::RetryPolicy;
 use crate::schedule::DelayQueue;
+use crate::store::{Journal, Recovered, Store};
 use crate::webhook::deliver::Engine;
 use crate::webhook::delivery::{Counters, Delivery};
 use crate::webhook::events::{BreakerChange, Delivered, Hooks};
@@ -63,6 +64,7 @@ pub struct DispatcherBuilder {
     pub(super) clock: Arc<dyn Clock>,
     pub(super) hooks: Hooks,
     pub(super) tls: TlsConfig,
+    pub(super) journal: Option<Journal>,
 }
 
 impl Default for DispatcherBuilder {
@@ -89,6 +91,7 @@ impl Default for DispatcherBuilder {
             clock: Arc::new(SystemClock),
             hooks: Hooks::default(),
             tls: TlsConfig::default(),
+            journal: None,
         }
     }
 }
@@ -115,6 +118,7 @@ impl fmt::Debug for DispatcherBuilder {
             .field("warn_interval", &self.warn_interval)
             .field("hooks", &self.hooks)
             .field("tls", &self.tls)
+            .field("journal", &self.journal)
             .finish_non_exhaustive()
     }
 }
@@ -506,6 +510,42 @@ impl DispatcherBuilder {
         self
     }
 
+    /// Keeps every accepted webhook in an on-disk journal until it is
+    /// delivered or dead-lettered, so that a crash, `kill -9`, an OOM kill
+    /// or a restart loses none of them. [`build`](Self::build) opens (or
+    /// creates) the file and recovers what a previous process left
+    /// unfinished: each is delivered again with the same webhook id and the
+    /// attempts already spent, and a retry that was due later waits for its
+    /// time. See [`Journal`](crate::Journal). Defaults to none: webhooks
+    /// live in memory only.
+    ///
+    /// With a journal, [`send_durable`](crate::Dispatcher::send_durable)
+    /// returns once the webhook is committed;
+    /// [`try_send`](crate::Dispatcher::try_send) still never blocks, and
+    /// returns before the commit (the window is
+    /// [`StoreStats::commit_latency`](crate::StoreStats::commit_latency),
+    /// milliseconds). A shutdown deadline keeps unfinished webhooks in the
+    /// journal instead of dead-lettering them
+    /// ([`DispatchReport::kept`](crate::DispatchReport::kept)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dir = std::env::temp_dir().join(format!("hookpool-doc-builder-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir)?;
+    /// let hooks = hookpool::Dispatcher::builder()
+    ///     .journal(hookpool::Journal::new(dir.join("hooks.db")))
+    ///     .build()?;
+    /// assert!(hooks.stats().store.is_some());
+    /// let _ = hooks.shutdown();
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn journal(mut self, journal: Journal) -> Self {
+        self.journal = Some(journal);
+        self
+    }
+
     /// Starts the workers and the retry thread.
     ///
     /// # Errors
@@ -570,7 +610,29 @@ impl DispatcherBuilder {
         )
         .map_err(BuildError::Spawn)?;
 
+        // Opened last, once nothing else can fail: a journal found unfinished
+        // is resumed only by a dispatcher that runs.
+        let queue_capacity = self.pool.queue_capacity_ref();
+        let (store, mut recovered, keep_letters) = match &self.journal {
+            Some(journal) => {
+                let (store, recovered) = journal
+                    .open(&name, queue_capacity.saturating_mul(4).max(1024))
+                    .map_err(BuildError::Store)?;
+                let store: Arc<dyn Store> = store;
+                let keep = journal.keeps_dead_letters() && self.sink.is_none();
+                (Some(store), Some(recovered), keep)
+            }
+            None => (None, None, false),
+        };
+        let counters = Counters::default();
+        if let Some(recovered) = &recovered {
+            counters
+                .next_seq
+                .store(recovered.next_key, std::sync::atomic::Ordering::Relaxed);
+        }
         let engine = Arc::new(Engine {
+            store,
+            keep_letters,
             name,
             sender,
             retry: self.retry,
@@ -584,7 +646,7 @@ impl DispatcherBuilder {
             sink: self.sink,
             unsaved: MemoryDeadLetters::new(),
             gone: Mutex::new(RecentSet::new(MAX_GONE_URLS)),
-            counters: Counters::default(),
+            counters,
             delay,
             lanes,
         });
@@ -594,6 +656,10 @@ impl DispatcherBuilder {
             Ok::<(), std::convert::Infallible>(())
         })?;
         let _ = resubmit.set(pool.internal_submitter());
+        let cursor = recovered.as_mut().and_then(|r| r.cursor.take());
+        if let Some(recovered) = recovered {
+            resume(&engine, recovered);
+        }
         Ok(Dispatcher {
             handle: DispatchHandle {
                 submitter: pool.submitter(),
@@ -602,7 +668,35 @@ impl DispatcherBuilder {
             pool: Some(pool),
             drop_timeout: self.drop_timeout,
             request_timeout: self.timeout,
+            cursor,
         })
+    }
+}
+
+/// Takes up what a journal found unfinished: each webhook waits in the
+/// delay queue until it is due (at once, or when its retry was due), which
+/// sends it on to the workers as the queue has room. A row that is no
+/// longer a valid webhook (a hand-edited file) is dead-lettered.
+fn resume(engine: &Engine, recovered: Recovered) {
+    use std::sync::atomic::Ordering;
+    let (now, wall) = (engine.clock.now(), engine.clock.system_now());
+    let n = recovered.rows.len() as u64;
+    engine.counters.accepted.fetch_add(n, Ordering::SeqCst);
+    if n > 0 {
+        log::info!(target: "hookpool", "{}: {n} unfinished webhooks recovered from the journal", engine.name);
+    }
+    for row in recovered.rows {
+        match Delivery::recovered(row, now, wall) {
+            Ok((d, due)) => {
+                if let Err(d) = engine.delay.schedule(due.unwrap_or(now), d) {
+                    engine.shut_out(d);
+                }
+            }
+            Err(bad) => {
+                let (row, e) = *bad;
+                engine.dead_letter_row(row, &e);
+            }
+        }
     }
 }
 

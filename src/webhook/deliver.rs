@@ -20,10 +20,12 @@ use crate::pool::panic_message;
 use crate::retry::{RetryPolicy, Retryability};
 use crate::saturation::RateLimit;
 use crate::schedule::DelayQueue;
+use crate::store::{Row, Store};
 use crate::webhook::delivery::{Counters, Delivery, shutdown_error};
 use crate::webhook::events::{self, BreakerChange, Delivered, Hooks};
 use crate::webhook::send::{Attempt, DeliveryError, Failure, HttpSender};
-use crate::webhook::{Webhook, redact_url};
+use crate::webhook::{Webhook, WebhookError, redact_url};
+use serde_json::value::RawValue;
 
 /// Everything the workers share.
 pub(crate) struct Engine {
@@ -43,6 +45,12 @@ pub(crate) struct Engine {
     /// deliveries waiting for it.
     pub(crate) lanes: Lanes<Delivery>,
     pub(crate) hooks: Hooks,
+    /// Where accepted webhooks live until they are final, if anywhere but
+    /// memory.
+    pub(crate) store: Option<Arc<dyn Store>>,
+    /// Dead letters go into the store's own, in the same step that removes
+    /// the webhook.
+    pub(crate) keep_letters: bool,
     /// When each endpoint's "breaker opened" warning may be logged again.
     pub(crate) breaker_warnings: Mutex<PrunedMap<Endpoint, RateLimit>>,
     /// When each endpoint's "paused" warning may be logged again.
@@ -116,10 +124,7 @@ impl Engine {
                 self.attempt_with_slot(d, &endpoint, now);
             }
             Enter::Wait(grants) => self.dispatch(grants),
-            Enter::Closed(d) => {
-                let error = shutdown_error(&d);
-                self.dead_letter(d, DeadLetterReason::Shutdown, &error);
-            }
+            Enter::Closed(d) => self.shut_out(d),
         }
     }
 
@@ -195,6 +200,9 @@ impl Engine {
             d.attempts
         );
         log::trace!(target: "hookpool", "{}: webhook {} body {}", self.name, d.webhook.id(), d.webhook.raw_body().get());
+        if let Some(store) = &self.store {
+            store.delivered(d.seq);
+        }
         self.counters.delivered.fetch_add(1, Ordering::SeqCst);
         if let Some(hook) = &self.hooks.delivered {
             let event = Delivered {
@@ -234,6 +242,8 @@ impl Engine {
             d.webhook.redacted_url(),
         );
         let now = self.clock.now();
+        let due = (!pause.is_zero()).then(|| crate::clock::deadline_after(now, pause));
+        self.remember(&d, due);
         match self
             .lanes
             .push_back(endpoint, d.seq, d, sent_at, now, pause)
@@ -252,10 +262,7 @@ impl Engine {
                 }
                 self.dispatch(grants);
             }
-            Err(d) => {
-                let error = shutdown_error(&d);
-                self.dead_letter(d, DeadLetterReason::Shutdown, &error);
-            }
+            Err(d) => self.shut_out(d),
         }
     }
 
@@ -324,11 +331,39 @@ impl Engine {
         self.reschedule(d, due);
     }
 
+    /// Waits in the delay queue until `due`, recorded in the store first.
     fn reschedule(&self, d: Delivery, due: Instant) {
+        self.remember(&d, Some(due));
         if let Err(d) = self.delay.schedule(due, d) {
-            let error = shutdown_error(&d);
-            self.dead_letter(d, DeadLetterReason::Shutdown, &error);
+            self.shut_out(d);
         }
+    }
+
+    /// Records `d`'s state in the durable store, if there is one: due again
+    /// at `due` (`None`: at once).
+    fn remember(&self, d: &Delivery, due: Option<Instant>) {
+        if let Some(store) = &self.store {
+            let (now, wall) = (self.clock.now(), self.clock.system_now());
+            store.scheduled(d.seq, d.row_state(due, now, wall));
+        }
+    }
+
+    /// Shutdown stopped a delivery: with a durable store it stays there for
+    /// the next start (it is not final here, and counted as kept);
+    /// without, it is dead-lettered with reason `shutdown`.
+    pub(crate) fn shut_out(&self, d: Delivery) {
+        if self.store.is_some() {
+            log::debug!(
+                target: "hookpool",
+                "{}: webhook {} kept in the journal for the next start",
+                self.name,
+                d.webhook.id()
+            );
+            self.counters.kept.fetch_add(1, Ordering::SeqCst);
+            return;
+        }
+        let error = shutdown_error(&d);
+        self.dead_letter(d, DeadLetterReason::Shutdown, &error);
     }
 
     /// Sends granted deliveries on towards a worker through the delay
@@ -348,8 +383,7 @@ impl Engine {
                 // Shutting down: give up on it. Lanes are closed next, so
                 // its slot no longer matters.
                 d.holds_slot = false;
-                let error = shutdown_error(&d);
-                self.dead_letter(d, DeadLetterReason::Shutdown, &error);
+                self.shut_out(d);
             }
         }
     }
@@ -391,10 +425,49 @@ impl Engine {
             dead_lettered_at: unix_ms(self.letter_time()),
             reason,
         };
-        let stored = match &self.sink {
+        self.bury(d.seq, letter);
+    }
+
+    /// Dead-letters a journal row that is no longer a valid webhook (a file
+    /// edited by hand), as it is, with reason `permanent_failure`.
+    pub(crate) fn dead_letter_row(&self, row: Row, why: &WebhookError) {
+        log::error!(
+            target: "hookpool",
+            "{}: the journal's webhook {} is not valid ({why}); dead-lettered as it is",
+            self.name,
+            row.id
+        );
+        let payload = RawValue::from_string(row.body.clone())
+            .or_else(|_| serde_json::value::to_raw_value(&row.body));
+        let Ok(payload) = payload else { return };
+        let letter = DeadLetter {
+            id: row.id,
+            url: row.url,
+            payload,
+            attempts: row.state.attempts,
+            error: format!("the journal's row is not a valid webhook: {why}"),
+            last_status: row.state.last_status,
+            first_attempt_at: row.state.first_attempt_ms,
+            last_attempt_at: row.state.last_attempt_ms,
+            dead_lettered_at: unix_ms(self.letter_time()),
+            reason: DeadLetterReason::PermanentFailure,
+        };
+        self.bury(row.key, letter);
+    }
+
+    /// Stores `letter` for the webhook stored under `key`, then counts it
+    /// and calls the hook.
+    fn bury(&self, key: u64, letter: DeadLetter) {
+        let reason = letter.reason;
+        let stored = match (&self.sink, &self.store) {
+            // Moved into the journal's dead letters in one transaction.
+            (_, Some(store)) if self.keep_letters => {
+                store.dead_lettered(key, Some(letter.clone()));
+                true
+            }
             // A panicking sink is treated like a failing one: the letter is
             // kept, and counted below either way.
-            Some(sink) => match catch_unwind(AssertUnwindSafe(|| sink.store(&letter))) {
+            (Some(sink), _) => match catch_unwind(AssertUnwindSafe(|| sink.store(&letter))) {
                 Ok(Ok(())) => true,
                 Ok(Err(e)) => {
                     log::error!(
@@ -416,8 +489,13 @@ impl Engine {
                     false
                 }
             },
-            None => false,
+            (None, _) => false,
         };
+        if let (Some(store), false, true) = (&self.store, self.keep_letters, stored) {
+            store.dead_lettered(key, None);
+        }
+        // Not stored with a journal: the webhook stays in it, and the next
+        // start tries it again rather than lose it.
         if !stored {
             self.unsaved.push(letter.clone());
         }

@@ -3,10 +3,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::dead_letter::DeadLetterReason;
+use crate::dead_letter::{DeadLetterReason, unix_ms};
 use crate::stats::Recorder;
-use crate::webhook::Webhook;
+use crate::store::{Row, RowState};
 use crate::webhook::send::DeliveryError;
+use crate::webhook::{Webhook, WebhookError};
 
 /// A webhook on its way, with its delivery history. This is the pool's job
 /// type, and what waits in the delay queue between attempts.
@@ -62,6 +63,79 @@ impl Delivery {
             .saturating_sub(self.paced)
     }
 
+    /// Its row for a durable store, accepted at wall-clock time `wall`.
+    pub(crate) fn row(&self, wall: SystemTime) -> Row {
+        Row {
+            key: self.seq,
+            id: self.webhook.id().to_owned(),
+            url: self.webhook.url().to_owned(),
+            body: self.webhook.raw_body().get().to_owned(),
+            accepted_ms: unix_ms(wall),
+            state: RowState::default(),
+        }
+    }
+
+    /// Its state for a durable store, due again at `due` (`None`: at
+    /// once); `now` and `wall` are the same moment on both clocks.
+    pub(crate) fn row_state(
+        &self,
+        due: Option<Instant>,
+        now: Instant,
+        wall: SystemTime,
+    ) -> RowState {
+        let due_ms = due.map(|due| unix_ms(wall + due.saturating_duration_since(now)));
+        RowState {
+            attempts: self.attempts,
+            push_backs: self.push_backs,
+            paced_ms: u64::try_from(self.paced.as_millis()).unwrap_or(u64::MAX),
+            due_ms,
+            first_attempt_ms: self.first_attempt_at.map(unix_ms),
+            last_attempt_ms: self.last_attempt_at.map(unix_ms),
+            last_error: self.last_error.as_ref().map(|e| e.to_string()),
+            last_status: self.last_error.as_ref().and_then(|e| e.status()),
+        }
+    }
+
+    /// A delivery recovered from a durable store, with when it is due, at
+    /// `now` and `wall` (the same moment on both clocks).
+    pub(crate) fn recovered(
+        row: Row,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<(Self, Option<Instant>), Box<InvalidRow>> {
+        let webhook =
+            match Webhook::from_json(&row.url, row.body.clone()).and_then(|w| w.with_id(&row.id)) {
+                Ok(webhook) => webhook,
+                Err(e) => return Err(Box::new((row, e))),
+            };
+        let at = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+        // How long ago, on this machine's wall clock (never negative).
+        let ago = |ms: u64| wall.duration_since(at(ms)).unwrap_or_default();
+        let s = row.state;
+        let due = s.due_ms.and_then(|ms| {
+            let wait = at(ms).duration_since(wall).ok()?;
+            Some(crate::clock::deadline_after(now, wait))
+        });
+        let d = Delivery {
+            webhook,
+            accepted_at: now.checked_sub(ago(row.accepted_ms)).unwrap_or(now),
+            seq: row.key,
+            attempts: s.attempts,
+            push_backs: s.push_backs,
+            paced: Duration::from_millis(s.paced_ms),
+            first_attempt_at: s.first_attempt_ms.map(at),
+            last_attempt_at: s.last_attempt_ms.map(at),
+            last_error: s.last_error.map(|message| {
+                Box::new(DeliveryError::Recorded {
+                    message,
+                    status: s.last_status,
+                })
+            }),
+            holds_slot: false,
+        };
+        Ok((d, due))
+    }
+
     /// When `max_elapsed` runs out for it, if that fits in an `Instant`.
     pub(crate) fn expires(&self, limit: Duration) -> Option<Instant> {
         self.accepted_at
@@ -69,6 +143,9 @@ impl Delivery {
             .and_then(|t| t.checked_add(limit))
     }
 }
+
+/// A journal row that is no longer a valid webhook, and why.
+pub(crate) type InvalidRow = (Row, WebhookError);
 
 /// The error to record for a delivery stopped by shutdown: its last error,
 /// if it had one.
@@ -100,6 +177,8 @@ pub(crate) struct Counters {
     pub(crate) paused_nanos: AtomicU64,
     /// Refused at submission: the endpoint's parking was full.
     pub(crate) rejected_endpoint_full: AtomicU64,
+    /// Left in the durable store at a shutdown deadline, for the next start.
+    pub(crate) kept: AtomicU64,
     pub(crate) hook_panics: AtomicU64,
     pub(crate) by_reason: [AtomicU64; DeadLetterReason::ALL.len()],
     /// Acceptance to delivery.
@@ -112,8 +191,9 @@ impl Counters {
     /// the finals first, then `submitting`, then `accepted` can count a
     /// webhook twice but never miss one.
     pub(crate) fn outstanding(&self) -> u64 {
-        let finished =
-            self.delivered.load(Ordering::SeqCst) + self.dead_lettered.load(Ordering::SeqCst);
+        let finished = self.delivered.load(Ordering::SeqCst)
+            + self.dead_lettered.load(Ordering::SeqCst)
+            + self.kept.load(Ordering::SeqCst);
         let submitting = self.submitting.load(Ordering::SeqCst);
         let accepted = self.accepted.load(Ordering::SeqCst);
         (accepted + submitting).saturating_sub(finished)

@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 use super::builder::DispatcherBuilder;
 use super::handle::DispatchHandle;
 use super::report::{DispatchReport, DispatchStats};
-use crate::dead_letter::{DeadLetter, DeadLetterReason};
-use crate::error::SubmitError;
+use crate::dead_letter::DeadLetter;
+use crate::error::{DurableError, SubmitError};
 use crate::pool::Pool;
+use crate::store::{Store, StoreError, StoredDeadLetter};
 use crate::webhook::Webhook;
-use crate::webhook::delivery::{Counters, Delivery, shutdown_error};
+use crate::webhook::delivery::{Counters, Delivery};
 
 /// Delivers webhooks in the background: signed POSTs with retries,
 /// per-endpoint circuit breakers and dead letters.
@@ -55,6 +56,8 @@ pub struct Dispatcher {
     pub(super) pool: Option<Pool<Delivery>>,
     pub(super) drop_timeout: Duration,
     pub(super) request_timeout: Duration,
+    /// The cursor the journal held when the dispatcher started.
+    pub(super) cursor: Option<String>,
 }
 
 impl Dispatcher {
@@ -110,6 +113,125 @@ impl Dispatcher {
         timeout: Duration,
     ) -> Result<(), SubmitError<Webhook>> {
         self.handle.send_timeout(webhook, timeout)
+    }
+
+    /// Queues a webhook once it is committed to the journal. See
+    /// [`DispatchHandle::send_durable`].
+    ///
+    /// # Errors
+    ///
+    /// [`DurableError`], with the webhook.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let hooks = hookpool::Dispatcher::builder().journal(hookpool::Journal::new("hooks.db")).build()?;
+    /// hooks.send_durable(hookpool::Webhook::new("https://example.com/", &0)?, std::time::Duration::ZERO)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn send_durable(&self, webhook: Webhook, wait: Duration) -> Result<(), DurableError> {
+        self.handle.send_durable(webhook, wait)
+    }
+
+    /// The cursor saved with the last webhook committed before this
+    /// dispatcher started (see
+    /// [`DispatchHandle::send_durable_with_cursor`]), if its journal held
+    /// one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hooks = hookpool::Dispatcher::builder().build()?;
+    /// assert_eq!(hooks.journal_cursor(), None);
+    /// # Ok::<(), hookpool::BuildError>(())
+    /// ```
+    pub fn journal_cursor(&self) -> Option<&str> {
+        self.cursor.as_deref()
+    }
+
+    /// The first `limit` dead letters the journal holds, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`]; [`StoreError::NoStore`] without a journal.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hooks = hookpool::Dispatcher::builder().build()?;
+    /// assert!(matches!(hooks.stored_dead_letters(10), Err(hookpool::StoreError::NoStore)));
+    /// # Ok::<(), hookpool::BuildError>(())
+    /// ```
+    pub fn stored_dead_letters(&self, limit: usize) -> Result<Vec<StoredDeadLetter>, StoreError> {
+        self.store()?.dead_letters(limit)
+    }
+
+    /// Deletes dead letters from the journal by their sequence numbers;
+    /// returns how many there were.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`]; [`StoreError::NoStore`] without a journal.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hooks = hookpool::Dispatcher::builder().build()?;
+    /// assert!(hooks.delete_stored_dead_letters(&[1]).is_err());
+    /// # Ok::<(), hookpool::BuildError>(())
+    /// ```
+    pub fn delete_stored_dead_letters(&self, seqs: &[u64]) -> Result<usize, StoreError> {
+        self.store()?.delete_dead_letters(seqs)
+    }
+
+    /// Delivers again up to `limit` of the dead letters the journal holds,
+    /// oldest first, with their ids: each moves from the dead letters back
+    /// among the unfinished webhooks in one transaction, then into the
+    /// queue, waiting at most `wait` for room. One that finds no room moves
+    /// back to the dead letters. Returns how many were queued.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`]; [`StoreError::NoStore`] without a journal.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hooks = hookpool::Dispatcher::builder().build()?;
+    /// assert!(hooks.replay_stored(100, std::time::Duration::from_secs(1)).is_err());
+    /// # Ok::<(), hookpool::BuildError>(())
+    /// ```
+    pub fn replay_stored(&self, limit: usize, wait: Duration) -> Result<usize, StoreError> {
+        let store = self.store()?;
+        let engine = &self.handle.engine;
+        let mut queued = 0;
+        for stored in store.dead_letters(limit)? {
+            let webhook = match stored.letter.clone().into_webhook() {
+                Ok(webhook) => webhook,
+                Err(e) => {
+                    log::warn!(target: "hookpool", "cannot replay dead letter {}: {e}", stored.letter.id);
+                    continue;
+                }
+            };
+            let delivery = engine.delivery(webhook);
+            let (key, row) = (delivery.seq, delivery.row(engine.clock.system_now()));
+            if !store.revive(stored.seq, row)? {
+                continue;
+            }
+            let sent = self
+                .handle
+                .counted(|| self.handle.submitter.submit_timeout(delivery, wait));
+            match sent {
+                Ok(()) => queued += 1,
+                // Back where it was, in one step.
+                Err(_) => store.dead_lettered(key, Some(stored.letter)),
+            }
+        }
+        Ok(queued)
+    }
+
+    fn store(&self) -> Result<&Arc<dyn Store>, StoreError> {
+        self.handle.engine.store.as_ref().ok_or(StoreError::NoStore)
     }
 
     /// A cheap, cloneable handle for queueing webhooks from other threads,
@@ -292,11 +414,14 @@ impl Dispatcher {
         };
         let unstarted = std::mem::take(&mut pool_report.unstarted);
         for d in waiting.into_iter().chain(unstarted) {
-            let error = shutdown_error(&d);
-            engine.dead_letter(d, DeadLetterReason::Shutdown, &error);
+            engine.shut_out(d);
         }
+        // Everything pending is written; what is left unfinished stays for
+        // the next start.
+        let kept = engine.store.as_ref().map_or(0, |store| store.close());
         let still_running = pool_report.still_running;
         let mut report = DispatchReport {
+            kept,
             dead_letters: engine.unsaved.take(),
             still_running,
             stats: self.handle.stats_with(pool_report.stats),

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use super::report::{DispatchStats, EndpointStats};
 use crate::breaker::{BreakerState, Endpoint};
-use crate::error::SubmitError;
+use crate::error::{DurableError, SubmitError};
 use crate::pool::Submitter;
 use crate::stats::Histogram;
 use crate::stats::Stats;
+use crate::store::{Commit, StoreError};
 use crate::webhook::Webhook;
 use crate::webhook::deliver::Engine;
 use crate::webhook::delivery::Delivery;
@@ -64,7 +65,137 @@ impl DispatchHandle {
             return Err(self.endpoint_full(webhook));
         }
         let delivery = self.engine.delivery(webhook);
+        if self.engine.store.is_some() {
+            return self.journaled(delivery, |d| self.submitter.try_submit(d));
+        }
         self.counted(|| self.submitter.try_submit(delivery))
+    }
+
+    /// A send with a journal: the row goes to the journal's writer first
+    /// (so that its removal, after delivery, comes after it), then into the
+    /// queue; a refused webhook's row is removed again. Returns before the
+    /// row is committed.
+    fn journaled(
+        &self,
+        delivery: Delivery,
+        send: impl FnOnce(Delivery) -> Result<(), SubmitError<Delivery>>,
+    ) -> Result<(), SubmitError<Webhook>> {
+        let Some(store) = &self.engine.store else {
+            return self.counted(|| send(delivery));
+        };
+        let row = delivery.row(self.engine.clock.system_now());
+        if let Err(e) = store.accept(row, None, Commit::NoWait) {
+            let refused = match e {
+                StoreError::Closed => SubmitError::Closed(delivery.webhook),
+                _ => SubmitError::Full(delivery.webhook),
+            };
+            return Err(refused);
+        }
+        let key = delivery.seq;
+        let sent = self.counted(|| send(delivery));
+        if sent.is_err() {
+            store.forget(key);
+        }
+        sent
+    }
+
+    /// Queues a webhook once it is committed to the dispatcher's durable
+    /// store (its [`journal`](crate::DispatcherBuilder::journal)): `Ok` means
+    /// it survives a crash from now on, and will be delivered at least once.
+    /// Waits for the commit (concurrent senders share one), then at most
+    /// `wait` for room in the queue.
+    ///
+    /// If the queue stays full, or the dispatcher is shutting down, the
+    /// webhook comes back and its row is removed again; a crash in between
+    /// can leave the row, and the webhook is then delivered at the next
+    /// start (at least once, same id).
+    ///
+    /// # Errors
+    ///
+    /// [`DurableError`], with the webhook: `Full` or `Closed` as for
+    /// [`try_send`](Self::try_send); `Store` if the journal could not commit
+    /// it (disk full, read-only file: nothing was queued); `NoStore` if the
+    /// dispatcher has no journal.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let hooks = hookpool::Dispatcher::builder()
+    ///     .journal(hookpool::Journal::new("hooks.db"))
+    ///     .build()?;
+    /// let webhook = hookpool::Webhook::new("https://example.com/hooks", &1)?;
+    /// hooks.handle().send_durable(webhook, std::time::Duration::ZERO)?;
+    /// // Committed: answer the request now.
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn send_durable(&self, webhook: Webhook, wait: Duration) -> Result<(), DurableError> {
+        self.durable(webhook, None, wait)
+    }
+
+    /// Like [`send_durable`](Self::send_durable), and saves `cursor` in the
+    /// journal in the same transaction: the journal keeps the cursor of the
+    /// last webhook committed, and hands it back after a restart
+    /// ([`Dispatcher::journal_cursor`](crate::Dispatcher::journal_cursor)).
+    /// A program that reads its webhooks from an input saves its position
+    /// there, and resumes after it: nothing is read twice or skipped.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_durable`](Self::send_durable).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let hooks = hookpool::Dispatcher::builder()
+    ///     .journal(hookpool::Journal::new("hooks.db"))
+    ///     .build()?;
+    /// let start = hooks.journal_cursor().map_or(0, |c| c.parse::<u64>().unwrap() + 1);
+    /// for line in start..10 {
+    ///     let webhook = hookpool::Webhook::new("https://example.com/hooks", &line)?;
+    ///     hooks.handle().send_durable_with_cursor(webhook, line.to_string(), std::time::Duration::from_secs(1))?;
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn send_durable_with_cursor(
+        &self,
+        webhook: Webhook,
+        cursor: String,
+        wait: Duration,
+    ) -> Result<(), DurableError> {
+        self.durable(webhook, Some(cursor), wait)
+    }
+
+    fn durable(
+        &self,
+        webhook: Webhook,
+        cursor: Option<String>,
+        wait: Duration,
+    ) -> Result<(), DurableError> {
+        let Some(store) = &self.engine.store else {
+            return Err(DurableError::NoStore(webhook));
+        };
+        let started = Instant::now();
+        if !self.wait_for_endpoint_room(webhook.endpoint(), wait) {
+            return Err(self.endpoint_full(webhook).into());
+        }
+        let delivery = self.engine.delivery(webhook);
+        let row = delivery.row(self.engine.clock.system_now());
+        if let Err(error) = store.accept(row, cursor, Commit::Wait) {
+            return Err(match error {
+                StoreError::Closed => DurableError::Closed(delivery.webhook),
+                error => DurableError::Store {
+                    webhook: delivery.webhook,
+                    error,
+                },
+            });
+        }
+        let key = delivery.seq;
+        let left = wait.saturating_sub(started.elapsed());
+        let sent = self.counted(|| self.submitter.submit_timeout(delivery, left));
+        if sent.is_err() {
+            store.forget(key);
+        }
+        sent.map_err(DurableError::from)
     }
 
     /// The refusal for a webhook whose endpoint has no parking room left.
@@ -101,20 +232,32 @@ impl DispatchHandle {
         timeout: Duration,
     ) -> Result<(), SubmitError<Webhook>> {
         let started = Instant::now();
-        // Wait for parking room at the endpoint first (rare: only while it
-        // is stalled), in bounded naps, then for room in the queue.
+        if !self.wait_for_endpoint_room(webhook.endpoint(), timeout) {
+            return Err(self.endpoint_full(webhook));
+        }
+        let left = timeout.saturating_sub(started.elapsed());
+        let delivery = self.engine.delivery(webhook);
+        if self.engine.store.is_some() {
+            return self.journaled(delivery, |d| self.submitter.submit_timeout(d, left));
+        }
+        self.counted(|| self.submitter.submit_timeout(delivery, left))
+    }
+
+    /// Waits for parking room at the endpoint (rare: only while it is
+    /// stalled), in bounded naps, for at most `timeout`; returns whether
+    /// there is room.
+    fn wait_for_endpoint_room(&self, endpoint: &crate::Endpoint, timeout: Duration) -> bool {
+        let started = Instant::now();
         let mut nap = Duration::from_micros(100);
-        while !self.engine.lanes.has_room(webhook.endpoint()) {
+        while !self.engine.lanes.has_room(endpoint) {
             let waited = started.elapsed();
             if waited >= timeout || self.submitter.is_closed() {
-                return Err(self.endpoint_full(webhook));
+                return false;
             }
             std::thread::sleep(nap.min(timeout - waited));
             nap = (nap * 2).min(Duration::from_millis(10));
         }
-        let left = timeout.saturating_sub(started.elapsed());
-        let delivery = self.engine.delivery(webhook);
-        self.counted(|| self.submitter.submit_timeout(delivery, left))
+        true
     }
 
     /// Runs a send between the `submitting` and `accepted` counts (see
@@ -164,6 +307,7 @@ pub(super) fn snapshot(engine: &Engine, pool: Stats) -> DispatchStats {
     // Finals first, then accepted, so `accepted >= delivered + dead_lettered`.
     let delivered = c.delivered.load(Ordering::SeqCst);
     let dead_lettered = c.dead_lettered.load(Ordering::SeqCst);
+    let kept = c.kept.load(Ordering::SeqCst);
     let accepted = c.accepted.load(Ordering::SeqCst);
     let mut delivery_latency = Histogram::default();
     c.latency.add_to(&mut delivery_latency);
@@ -189,6 +333,8 @@ pub(super) fn snapshot(engine: &Engine, pool: Stats) -> DispatchStats {
         parked,
         rejected_endpoint_full: c.rejected_endpoint_full.load(Ordering::Relaxed),
         gone_endpoints: engine.gone.lock().len(),
+        kept,
+        store: engine.store.as_ref().map(|s| s.stats()),
         endpoints: endpoints(engine),
     }
 }

@@ -73,6 +73,11 @@ pub struct DispatchStats {
     /// URLs remembered as having answered 410 Gone (the most recent 4,096);
     /// webhooks to them are dead-lettered without a request.
     pub gone_endpoints: usize,
+    /// Webhooks given up at a shutdown deadline and left in the journal for
+    /// the next start (not final here).
+    pub kept: u64,
+    /// The durable store's counters, with a journal.
+    pub store: Option<crate::StoreStats>,
     /// Each endpoint seen so far, its breaker's state and its pace, sorted
     /// by endpoint. Once about a thousand endpoints are known, those that
     /// remember nothing (breaker closed with no failures, nothing waiting,
@@ -95,7 +100,7 @@ impl DispatchStats {
     /// ```
     pub fn in_progress(&self) -> u64 {
         self.accepted
-            .saturating_sub(self.delivered + self.dead_lettered)
+            .saturating_sub(self.delivered + self.dead_lettered + self.kept)
     }
 
     /// The breaker state of one endpoint (`"https://host:443"`), if seen.
@@ -167,9 +172,14 @@ pub struct EndpointStats {
 #[non_exhaustive]
 #[derive(Default)]
 pub struct DispatchReport {
-    /// Dead letters that no sink holds: all of them when no sink was
-    /// configured, or those the sink failed to store.
+    /// Dead letters that no sink holds: all of them when no sink (and no
+    /// journal) was configured, or those the sink failed to store.
     pub dead_letters: Vec<DeadLetter>,
+    /// Webhooks left unfinished in the journal for the next start: those
+    /// still queued, parked or waiting for a retry at a shutdown deadline,
+    /// which a journal keeps instead of dead-lettering (and any still in
+    /// flight, whose end is written if it comes in time). 0 without one.
+    pub kept: u64,
     /// Requests still in flight at the deadline. Each ends within the
     /// request timeout; [`wait_running`](DispatchReport::wait_running)
     /// waits for them.

@@ -65,6 +65,14 @@ pub enum DeliveryError {
     },
     /// The delivery code panicked. This is a bug; the webhook is dead-lettered.
     Panicked(String),
+    /// The last error of a webhook recovered from a journal, as the process
+    /// that recorded it described it.
+    Recorded {
+        /// The error's text.
+        message: String,
+        /// The HTTP status, if the endpoint answered.
+        status: Option<u16>,
+    },
 }
 
 impl DeliveryError {
@@ -81,6 +89,7 @@ impl DeliveryError {
             DeliveryError::Status { status, .. } | DeliveryError::Redirect { status } => {
                 Some(*status)
             }
+            DeliveryError::Recorded { status, .. } => *status,
             _ => None,
         }
     }
@@ -98,6 +107,7 @@ impl fmt::Display for DeliveryError {
             DeliveryError::Blocked(why) => write!(f, "address refused: {why}"),
             DeliveryError::Tls { kind, detail } => write!(f, "tls: {kind} ({detail})"),
             DeliveryError::Panicked(why) => write!(f, "delivery panicked: {why}"),
+            DeliveryError::Recorded { message, .. } => f.write_str(message),
         }
     }
 }

@@ -1,10 +1,12 @@
 //! Helpers shared by the integration tests. Each test binary uses a subset.
 #![allow(dead_code)]
 
+pub mod child;
 pub mod exposition;
 pub mod logger;
 pub mod pacing;
 pub mod server;
+pub mod tempdir;
 
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,151 @@
+//! A child process with its stdout as lines and its stderr collected;
+//! killed and reaped on drop if it is still running.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A running child, killed and reaped on drop if it is still running.
+pub struct Running {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Receiver<String>,
+    /// Everything on stderr so far; complete once the reader has joined.
+    stderr_text: Arc<Mutex<String>>,
+    stderr: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    pub fn spawn(mut cmd: Command) -> Running {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the child");
+        let (tx, stdout) = mpsc::channel();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        // Ends at EOF, when the child exits or is killed.
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let err = BufReader::new(child.stderr.take().unwrap());
+        let stderr_text = Arc::new(Mutex::new(String::new()));
+        let text = Arc::clone(&stderr_text);
+        let stderr = std::thread::spawn(move || {
+            for line in err.lines().map_while(Result::ok) {
+                let mut text = text.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+            }
+        });
+        Running {
+            stdin: child.stdin.take(),
+            child,
+            stdout,
+            stderr_text,
+            stderr: Some(stderr),
+        }
+    }
+
+    /// Waits (bounded) until stderr has shown `needle`.
+    pub fn wait_for_stderr(&self, needle: &str, timeout: Duration) {
+        let seen = super::wait_until(timeout, || {
+            self.stderr_text.lock().unwrap().contains(needle)
+        });
+        assert!(
+            seen,
+            "{needle:?} not on stderr within {timeout:?}:\n{}",
+            self.stderr_text.lock().unwrap()
+        );
+    }
+
+    pub fn write_stdin(&mut self, bytes: &[u8]) {
+        // A child that already exited (a usage error) does not read.
+        let _ = self.stdin.as_mut().unwrap().write_all(bytes);
+    }
+
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    pub fn next_line(&self, timeout: Duration) -> String {
+        self.stdout
+            .recv_timeout(timeout)
+            .expect("a line on the child's stdout in time")
+    }
+
+    pub fn interrupt(&self) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the exit; then the rest of stdout and all of stderr.
+    pub fn finish(mut self, timeout: Duration) -> (i32, Vec<String>, String) {
+        self.close_stdin();
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the child did not exit within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut lines = Vec::new();
+        while let Ok(line) = self.stdout.recv_timeout(Duration::from_secs(5)) {
+            lines.push(line);
+        }
+        self.stderr.take().unwrap().join().unwrap();
+        let stderr = self.stderr_text.lock().unwrap().clone();
+        (
+            status.code().expect("an exit code, not a signal"),
+            lines,
+            stderr,
+        )
+    }
+}
+
+impl Running {
+    /// The child's process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The next line on stdout, or `None` if none came within `timeout`
+    /// (or stdout is closed).
+    pub fn try_next_line(&self, timeout: Duration) -> Option<String> {
+        self.stdout.recv_timeout(timeout).ok()
+    }
+
+    /// Kills the child with SIGKILL (no chance to clean up) and reaps it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Everything on stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        self.stderr_text.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
