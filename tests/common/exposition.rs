@@ -39,12 +39,15 @@ pub fn rich_exposition() -> String {
     hooks
         .try_send(Webhook::new(&server.url("/down"), &2).unwrap())
         .unwrap();
-    assert!(wait_until(Duration::from_secs(20), || hooks
-        .stats()
-        .waiting_retries
-        == 1
-        && hooks.stats().dead_lettered == 1
-        && hooks.stats().push_backs >= 1));
+    // A push-back is counted before its endpoint's pace is set: wait for
+    // the pace too, or `hookpool_endpoint_rate_limit` may be missing.
+    assert!(wait_until(Duration::from_secs(20), || {
+        let s = hooks.stats();
+        s.waiting_retries == 1
+            && s.dead_lettered == 1
+            && s.push_backs >= 1
+            && s.endpoints.iter().any(|e| e.rate_limit.is_some())
+    }));
     let live = hooks.stats();
     let pool = Pool::builder()
         .name("jobs")
