@@ -254,6 +254,17 @@ impl<T> Lanes<T> {
         .1
     }
 
+    /// A granted item will not start (its worker unwound first): gives its
+    /// slot back, and grants what may go.
+    pub(crate) fn abandon(&self, ep: &Endpoint, now: Instant) -> Vec<Grant<T>> {
+        self.with_lane(ep, now, |lane, _| {
+            lane.in_flight = lane.in_flight.saturating_sub(1);
+            lane.pending = false;
+            None
+        })
+        .1
+    }
+
     /// A request sent at `sent_at` ended with `outcome`: records it, gives
     /// its slot back, and grants what may go.
     pub(crate) fn finish(
