@@ -226,6 +226,28 @@ fn a_configured_rate_spaces_sends_evenly() {
     assert_eq!(p.rate(), Some(100.0));
 }
 
+/// The builder takes any positive finite rate: one so small that twice its
+/// interval overflows a `Duration` (or its send time an `Instant`) waits a
+/// year instead of panicking under the lanes' lock with a webhook already
+/// taken off its lane.
+#[test]
+fn a_tiny_configured_rate_waits_a_year_and_never_overflows() {
+    let year = Duration::from_secs(365 * 24 * 3600);
+    for rate in [1e-19, 2e-19, 1e-12] {
+        let rates = RateLimits {
+            default: Some(rate),
+            ..RateLimits::default()
+        };
+        let (b, a, t) = (Lanes::new(4, None, 100, rates), ep("a"), Instant::now());
+        let first = waits(b.enter(&a, 0, 0, t));
+        assert_eq!((first.len(), first[0].at), (1, t), "{rate}");
+        let second = waits(b.enter(&a, 1, 1, t));
+        assert_eq!((second.len(), second[0].at), (1, t + year), "{rate}");
+        assert!(waits(b.enter(&a, 2, 2, t)).is_empty());
+        assert_eq!(items(b.started(&a, t + year)).len(), 1, "{rate}");
+    }
+}
+
 #[test]
 fn a_rate_cut_to_the_floor_recovers() {
     let mut p = Pacer::new(None);
