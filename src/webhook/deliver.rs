@@ -81,6 +81,7 @@ impl Engine {
             let mut unstarted = Unstarted {
                 engine: self,
                 endpoint: &endpoint,
+                seq: d.seq,
                 now: None,
                 armed: true,
             };
@@ -93,7 +94,7 @@ impl Engine {
                 let entry = self.lanes.repark(&endpoint, d.seq, d, now);
                 return self.waiting(entry, now);
             }
-            let grants = self.lanes.started(&endpoint, now);
+            let grants = self.lanes.started(&endpoint, d.seq, now);
             unstarted.disarm();
             return self.attempt_with_slot(d, &endpoint, now, grants);
         }
@@ -590,6 +591,7 @@ impl Drop for SlotGuard<'_> {
 struct Unstarted<'a> {
     engine: &'a Engine,
     endpoint: &'a Endpoint,
+    seq: u64,
     now: Option<Instant>,
     armed: bool,
 }
@@ -605,7 +607,7 @@ impl Drop for Unstarted<'_> {
     fn drop(&mut self) {
         if self.armed {
             let now = self.now.unwrap_or_else(Instant::now);
-            let grants = self.engine.lanes.abandon(self.endpoint, now);
+            let grants = self.engine.lanes.abandon(self.endpoint, self.seq, now);
             self.engine.dispatch(grants);
         }
     }
