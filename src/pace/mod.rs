@@ -84,8 +84,9 @@ struct Lane<T> {
     pacer: Pacer,
     /// Items holding a slot: granted (waiting for their time) or sending.
     in_flight: usize,
-    /// A grant waits for a future time and has not started yet.
-    pending: bool,
+    /// The grant that waits for a future time and has not started yet, by
+    /// its item's sequence number: only its start grants the next.
+    pending: Option<u64>,
     /// By acceptance sequence number: `(parked at, item)`.
     parked: BTreeMap<u64, (Instant, T)>,
 }
@@ -93,6 +94,15 @@ struct Lane<T> {
 impl<T> Lane<T> {
     fn is_fresh(&self, now: Instant) -> bool {
         self.in_flight == 0 && self.parked.is_empty() && self.pacer.is_forgettable(now)
+    }
+
+    /// The grant of item `seq` no longer waits for its time. Another
+    /// grant's start ends nothing: one due at once, sent on through the
+    /// delay queue, may start while the pending one still waits.
+    fn end_wait(&mut self, seq: u64) {
+        if self.pending == Some(seq) {
+            self.pending = None;
+        }
     }
 }
 
@@ -172,7 +182,7 @@ impl<T> Lanes<T> {
                     || Lane {
                         pacer: Pacer::new(configured),
                         in_flight: 0,
-                        pending: false,
+                        pending: None,
                         parked: BTreeMap::new(),
                     },
                     |lane| lane.is_fresh(now),
@@ -180,7 +190,7 @@ impl<T> Lanes<T> {
             }
         };
         let open = lane.parked.is_empty()
-            && !lane.pending
+            && lane.pending.is_none()
             && lane.in_flight < lane.pacer.in_flight_limit(cap)
             && lane.pacer.paused_until(now).is_none();
         if open && lane.pacer.rate().is_none() {
@@ -197,7 +207,7 @@ impl<T> Lanes<T> {
     /// at most one waiting for a future time (see the module docs).
     fn grant(&self, lane: &mut Lane<T>, cap: usize, now: Instant) -> Vec<Grant<T>> {
         let mut grants = Vec::new();
-        while !lane.pending {
+        while lane.pending.is_none() {
             if lane.in_flight >= lane.pacer.in_flight_limit(cap) {
                 break;
             }
@@ -206,13 +216,15 @@ impl<T> Lanes<T> {
             if lane.in_flight > 0 && lane.pacer.paused_until(now).is_some() {
                 break;
             }
-            let Some((_, (parked_at, item))) = lane.parked.pop_first() else {
+            let Some((seq, (parked_at, item))) = lane.parked.pop_first() else {
                 break;
             };
             self.parked_total.fetch_sub(1, Ordering::Relaxed);
             let at = lane.pacer.reserve(now);
             lane.in_flight += 1;
-            lane.pending = at > now;
+            if at > now {
+                lane.pending = Some(seq);
+            }
             grants.push(Grant {
                 item,
                 at,
@@ -245,10 +257,22 @@ impl<T> Lanes<T> {
         (effect, grants)
     }
 
-    /// A granted item started: the next may be granted.
-    pub(crate) fn started(&self, ep: &Endpoint, now: Instant) -> Vec<Grant<T>> {
+    /// The granted item `seq` started: if it was the one waiting for a
+    /// future time, the next may be granted.
+    pub(crate) fn started(&self, ep: &Endpoint, seq: u64, now: Instant) -> Vec<Grant<T>> {
         self.with_lane(ep, now, |lane, _| {
-            lane.pending = false;
+            lane.end_wait(seq);
+            None
+        })
+        .1
+    }
+
+    /// The granted item `seq` will not start (its worker unwound first):
+    /// gives its slot back, and grants what may go.
+    pub(crate) fn abandon(&self, ep: &Endpoint, seq: u64, now: Instant) -> Vec<Grant<T>> {
+        self.with_lane(ep, now, |lane, _| {
+            lane.in_flight = lane.in_flight.saturating_sub(1);
+            lane.end_wait(seq);
             None
         })
         .1
@@ -316,7 +340,7 @@ impl<T> Lanes<T> {
             return self.enter(ep, seq, item, now);
         };
         lane.in_flight = lane.in_flight.saturating_sub(1);
-        lane.pending = false;
+        lane.end_wait(seq);
         lane.parked.insert(seq, (now, item));
         self.parked_total.fetch_add(1, Ordering::Relaxed);
         Enter::Wait(self.grant(lane, cap, now))

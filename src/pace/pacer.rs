@@ -47,6 +47,8 @@ pub(crate) const MIN_RATE: f64 = 1.0;
 /// (at most two intervals) so that a wake-up that came late does not lower
 /// the rate.
 const CATCH_UP: Duration = Duration::from_millis(10);
+/// The longest wait between two paced sends, whatever the rate.
+const LONGEST_INTERVAL: Duration = Duration::from_secs(365 * 24 * 3600);
 /// The window over which accepted requests are counted for a rate cut.
 const WINDOW: Duration = Duration::from_secs(1);
 const SLOTS: usize = 10;
@@ -239,9 +241,10 @@ impl Pacer {
             self.went(start);
             return start;
         };
-        // Rates are positive and finite; a tiny one waits a year, not forever.
-        let interval =
-            Duration::try_from_secs_f64(1.0 / rate).unwrap_or(Duration::from_secs(365 * 24 * 3600));
+        // Rates are positive and finite; a tiny one waits a year, not
+        // forever, and not so long that the arithmetic below overflows.
+        let interval = Duration::try_from_secs_f64(1.0 / rate)
+            .map_or(LONGEST_INTERVAL, |i| i.min(LONGEST_INTERVAL));
         let catch_up = CATCH_UP.min(interval * 2);
         // A send behind schedule by less than `catch_up` keeps the schedule
         // (the next may follow at once); further behind, the lane was idle

@@ -137,12 +137,42 @@ fn a_pause_holds_the_whole_endpoint_and_keeps_acceptance_order() {
     assert_eq!(grants.len(), 1, "one waits for the pause to end");
     assert_eq!((grants[0].item, grants[0].at), (2, t0 + sec));
     // When it starts, slow start allows only it in flight.
-    assert!(b.started(&a, t0 + sec).is_empty());
+    assert!(b.started(&a, 2, t0 + sec).is_empty());
     // Its success doubles the limit: the next one goes.
     assert_eq!(items(b.finish(&a, t0 + sec, t0 + sec, OK)), [10]);
     let snapshot = b.snapshot(t0 + sec);
     assert_eq!(snapshot[0].1.push_backs, 1);
     assert_eq!(snapshot[0].1.paused_total, sec);
+}
+
+/// At most one grant waits for a future time (see the module docs): a
+/// grant due at once starting meanwhile reserves nothing ahead, so a rate
+/// cut or a pause applies to everything not yet granted.
+#[test]
+fn only_the_pending_grant_starting_grants_the_next() {
+    let rates = RateLimits {
+        default: Some(10.0),
+        ..RateLimits::default()
+    };
+    let (b, a, t0) = (Lanes::new(8, None, 100, rates), ep("a"), Instant::now());
+    let ms = Duration::from_millis;
+    let times = |grants: Vec<Grant<u32>>| -> Vec<(u32, Instant)> {
+        grants.into_iter().map(|g| (g.item, g.at)).collect()
+    };
+    assert_eq!(times(waits(b.enter(&a, 0, 0, t0))), [(0, t0)]);
+    assert_eq!(times(waits(b.enter(&a, 1, 1, t0))), [(1, t0 + ms(100))]);
+    for i in 2..6 {
+        assert!(waits(b.enter(&a, i.into(), i, t0)).is_empty());
+    }
+    // 1 starts late: the schedule starts again from now, so 2 may go at
+    // once and 3 waits for its time.
+    let t = t0 + ms(500);
+    assert_eq!(times(b.started(&a, 1, t)), [(2, t), (3, t + ms(100))]);
+    assert!(
+        b.started(&a, 2, t).is_empty(),
+        "a second grant would wait for a future time"
+    );
+    assert_eq!(times(b.started(&a, 3, t + ms(100))), [(4, t + ms(200))]);
 }
 
 #[test]
@@ -224,6 +254,28 @@ fn a_configured_rate_spaces_sends_evenly() {
         8,
     );
     assert_eq!(p.rate(), Some(100.0));
+}
+
+/// The builder takes any positive finite rate: one so small that twice its
+/// interval overflows a `Duration` (or its send time an `Instant`) waits a
+/// year instead of panicking under the lanes' lock with a webhook already
+/// taken off its lane.
+#[test]
+fn a_tiny_configured_rate_waits_a_year_and_never_overflows() {
+    let year = Duration::from_secs(365 * 24 * 3600);
+    for rate in [1e-19, 2e-19, 1e-12] {
+        let rates = RateLimits {
+            default: Some(rate),
+            ..RateLimits::default()
+        };
+        let (b, a, t) = (Lanes::new(4, None, 100, rates), ep("a"), Instant::now());
+        let first = waits(b.enter(&a, 0, 0, t));
+        assert_eq!((first.len(), first[0].at), (1, t), "{rate}");
+        let second = waits(b.enter(&a, 1, 1, t));
+        assert_eq!((second.len(), second[0].at), (1, t + year), "{rate}");
+        assert!(waits(b.enter(&a, 2, 2, t)).is_empty());
+        assert_eq!(items(b.started(&a, 1, t + year)).len(), 1, "{rate}");
+    }
 }
 
 #[test]
@@ -403,7 +455,7 @@ fn simulate(n: u32, workers: usize, receiver: &mut dyn Receiver) -> Run {
                     schedule(&mut events, &mut push, grants);
                     continue;
                 }
-                let grants = lanes.started(&a, t);
+                let grants = lanes.started(&a, u64::from(item), t);
                 schedule(&mut events, &mut push, grants);
                 requests += 1;
                 in_flight += 1;

@@ -83,37 +83,47 @@ impl Engine {
 
     fn attempt(&self, mut d: Delivery) {
         let endpoint = d.webhook.endpoint().clone();
-        let now = self.clock.now();
-        if d.holds_slot {
-            d.holds_slot = false;
+        if std::mem::take(&mut d.holds_slot) {
+            // Its slot goes back if this unwinds before it starts: the
+            // injected clock may panic.
+            let mut unstarted = Unstarted {
+                engine: self,
+                endpoint: &endpoint,
+                seq: d.seq,
+                now: None,
+                armed: true,
+            };
+            let now = self.clock.now();
+            unstarted.now = Some(now);
             if self.lanes.paused_until(&endpoint, now).is_some() {
                 // Paused after it was granted: nothing goes to a paused
                 // endpoint, so it waits again, in order.
+                unstarted.disarm();
                 let entry = self.lanes.repark(&endpoint, d.seq, d, now);
                 return self.waiting(entry, now);
             }
-            self.dispatch(self.lanes.started(&endpoint, now));
-        } else {
-            let seq = d.seq;
-            d = match self.lanes.enter(&endpoint, seq, d, now) {
-                Enter::Go(d) => d,
-                Enter::Wait(mut grants) => {
-                    // Its own grant, due now, runs here rather than take a
-                    // trip through the delay queue.
-                    let mine = grants
-                        .iter()
-                        .position(|g| g.item.seq == seq && g.at <= now)
-                        .map(|i| grants.swap_remove(i));
-                    self.dispatch(grants);
-                    match mine {
-                        Some(grant) => granted(grant),
-                        None => return,
-                    }
-                }
-                closed @ Enter::Closed(_) => return self.waiting(closed, now),
-            };
+            let grants = self.lanes.started(&endpoint, d.seq, now);
+            unstarted.disarm();
+            return self.attempt_with_slot(d, &endpoint, now, grants);
         }
-        self.attempt_with_slot(d, &endpoint, now);
+        let now = self.clock.now();
+        let seq = d.seq;
+        match self.lanes.enter(&endpoint, seq, d, now) {
+            Enter::Go(d) => self.attempt_with_slot(d, &endpoint, now, Vec::new()),
+            Enter::Wait(mut grants) => {
+                // Its own grant, due now, runs here rather than take a trip
+                // through the delay queue.
+                let mine = grants
+                    .iter()
+                    .position(|g| g.item.seq == seq && g.at <= now)
+                    .map(|i| grants.swap_remove(i));
+                match mine {
+                    Some(grant) => self.attempt_with_slot(granted(grant), &endpoint, now, grants),
+                    None => self.dispatch(grants),
+                }
+            }
+            closed @ Enter::Closed(_) => self.waiting(closed, now),
+        }
     }
 
     /// Sends on what a lane answered for a delivery that did not go.
@@ -121,15 +131,22 @@ impl Engine {
         match entry {
             Enter::Go(d) => {
                 let endpoint = d.webhook.endpoint().clone();
-                self.attempt_with_slot(d, &endpoint, now);
+                self.attempt_with_slot(d, &endpoint, now, Vec::new());
             }
             Enter::Wait(grants) => self.dispatch(grants),
             Enter::Closed(d) => self.shut_out(d),
         }
     }
 
-    /// One attempt by a delivery that holds its endpoint's slot.
-    fn attempt_with_slot(&self, mut d: Delivery, endpoint: &Endpoint, now: Instant) {
+    /// One attempt by a delivery that holds its endpoint's slot; `grants`
+    /// (others its lane let go meanwhile) are sent on first.
+    fn attempt_with_slot(
+        &self,
+        mut d: Delivery,
+        endpoint: &Endpoint,
+        now: Instant,
+        grants: Vec<Grant<Delivery>>,
+    ) {
         // Gives the slot back however this attempt ends, unwinding included.
         let slot = SlotGuard {
             engine: self,
@@ -137,6 +154,7 @@ impl Engine {
             sent_at: now,
             armed: true,
         };
+        self.dispatch(grants);
         if self.gone.lock().contains(d.webhook.url()) {
             let error = d.last_error.take().map_or(
                 DeliveryError::Status {
@@ -224,7 +242,8 @@ impl Engine {
     /// not a failure. The webhook spends no attempt and goes back to the
     /// front of its endpoint's line; a `Retry-After` pauses the endpoint.
     fn pushed_back(&self, mut d: Delivery, failure: Failure, mut slot: SlotGuard<'_>) {
-        slot.armed = false;
+        // Read while the guard still holds the slot: the clock may panic.
+        let now = self.clock.now();
         let (endpoint, sent_at) = (slot.endpoint, slot.sent_at);
         let pause = match failure.retry {
             Retryability::RetryAfter(after) => after.min(self.retry.retry_after_limit()),
@@ -241,9 +260,12 @@ impl Engine {
             d.webhook.id(),
             d.webhook.redacted_url(),
         );
-        let now = self.clock.now();
         let due = (!pause.is_zero()).then(|| crate::clock::deadline_after(now, pause));
+        // Reads the wall clock, which may panic: the guard still holds the
+        // slot.
         self.remember(&d, due);
+        // The lane takes the slot back.
+        slot.armed = false;
         match self
             .lanes
             .push_back(endpoint, d.seq, d, sent_at, now, pause)
@@ -370,10 +392,11 @@ impl Engine {
     /// queue, each at its time (the queue keeps trying while the pool's
     /// queue is full). Each holds its endpoint's slot.
     ///
-    /// Runs from `SlotGuard::drop` too, also while unwinding: it must not
-    /// read the injected clock, which may be what panicked (a second panic
-    /// would abort the process); a letter written here is stamped by
-    /// `letter_time`, which does not read it while unwinding.
+    /// Runs from `SlotGuard::drop` and `Unstarted::drop` too, also while
+    /// unwinding: it must not read the injected clock, which may be what
+    /// panicked (a second panic would abort the process); a letter written
+    /// here is stamped by `letter_time`, which does not read it while
+    /// unwinding.
     fn dispatch(&self, grants: Vec<Grant<Delivery>>) {
         for grant in grants {
             let at = grant.at;
@@ -636,6 +659,35 @@ impl Drop for SlotGuard<'_> {
                 self.engine
                     .lanes
                     .finish(self.endpoint, self.sent_at, self.sent_at, Outcome::Other);
+            self.engine.dispatch(grants);
+        }
+    }
+}
+
+/// A granted delivery's slot before it starts. Should its worker unwind
+/// first, the slot goes back to the lane, which may grant the next: at the
+/// time read before that, or the real clock's if reading the injected one is
+/// what panicked.
+struct Unstarted<'a> {
+    engine: &'a Engine,
+    endpoint: &'a Endpoint,
+    seq: u64,
+    now: Option<Instant>,
+    armed: bool,
+}
+
+impl Unstarted<'_> {
+    /// The lane has the slot again, or the attempt took it over.
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Unstarted<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let now = self.now.unwrap_or_else(Instant::now);
+            let grants = self.engine.lanes.abandon(self.endpoint, self.seq, now);
             self.engine.dispatch(grants);
         }
     }
