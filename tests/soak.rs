@@ -61,21 +61,24 @@ fn chaos_reply(rng: &mut fastrand::Rng, path: &str) -> (Reply, bool) {
     if path.ends_with("/gone") {
         return (Reply::Status(410), false);
     }
+    // Push-back (429, 503 with Retry-After) is rare: a receiver that pushes
+    // back at random, whatever the load, drives the endpoint's pace to its
+    // floor, and then the soak would mostly test parked webhooks.
     match rng.u32(0..100) {
-        0..=54 => (Reply::Status(200), true),
-        55..=59 => (
+        0..=62 => (Reply::Status(200), true),
+        63..=67 => (
             Reply::Delay(Duration::from_millis(30), Box::new(Reply::Status(204))),
             true,
         ),
-        60..=69 => (Reply::Status(500), false),
-        70..=75 => {
+        68..=77 => (Reply::Status(500), false),
+        78..=79 => {
             let after = rng.u8(0..2).to_string();
             (
                 Reply::WithHeaders(503, vec![("retry-after".into(), after)], String::new()),
                 false,
             )
         }
-        76..=81 => (Reply::Status(429), false),
+        80..=81 => (Reply::Status(429), false),
         82..=84 => (Reply::Status(400), false),
         85..=86 => (Reply::Hang, false),
         // Accepted, but answered after the client's timeout: it retries.

@@ -257,14 +257,35 @@ impl<T> Lanes<T> {
         (effect, grants)
     }
 
-    /// The granted item `seq` started: if it was the one waiting for a
-    /// future time, the next may be granted.
-    pub(crate) fn started(&self, ep: &Endpoint, seq: u64, now: Instant) -> Vec<Grant<T>> {
-        self.with_lane(ep, now, |lane, _| {
-            lane.end_wait(seq);
-            None
-        })
-        .1
+    /// The granted item `seq` comes to start, under one lock: if its
+    /// endpoint was paused after it was granted, it gives its slot back and
+    /// parks again (`Err`: nothing goes to a paused endpoint); else it
+    /// starts, and if it was the one waiting for a future time, the next
+    /// may be granted.
+    pub(crate) fn start(
+        &self,
+        ep: &Endpoint,
+        seq: u64,
+        item: T,
+        now: Instant,
+    ) -> Result<(T, Vec<Grant<T>>), Enter<T>> {
+        let mut state = self.state.lock();
+        if state.closed {
+            return Err(Enter::Closed(item));
+        }
+        let cap = self.cap(state.shared);
+        let Some(lane) = state.lanes.get_mut(ep) else {
+            drop(state);
+            return Err(self.enter(ep, seq, item, now));
+        };
+        lane.end_wait(seq);
+        if lane.pacer.paused_until(now).is_some() {
+            lane.in_flight = lane.in_flight.saturating_sub(1);
+            lane.parked.insert(seq, (now, item));
+            self.parked_total.fetch_add(1, Ordering::Relaxed);
+            return Err(Enter::Wait(self.grant(lane, cap, now)));
+        }
+        Ok((item, self.grant(lane, cap, now)))
     }
 
     /// The granted item `seq` will not start (its worker unwound first):
@@ -327,26 +348,8 @@ impl<T> Lanes<T> {
         Ok((effect, self.grant(lane, cap, now)))
     }
 
-    /// A granted item found its endpoint paused when its time came: it
-    /// gives its slot back and parks again by `seq`.
-    pub(crate) fn repark(&self, ep: &Endpoint, seq: u64, item: T, now: Instant) -> Enter<T> {
-        let mut state = self.state.lock();
-        if state.closed {
-            return Enter::Closed(item);
-        }
-        let cap = self.cap(state.shared);
-        let Some(lane) = state.lanes.get_mut(ep) else {
-            drop(state);
-            return self.enter(ep, seq, item, now);
-        };
-        lane.in_flight = lane.in_flight.saturating_sub(1);
-        lane.end_wait(seq);
-        lane.parked.insert(seq, (now, item));
-        self.parked_total.fetch_add(1, Ordering::Relaxed);
-        Enter::Wait(self.grant(lane, cap, now))
-    }
-
     /// Until when `ep` is paused, if it is at `now`.
+    #[cfg(test)]
     pub(crate) fn paused_until(&self, ep: &Endpoint, now: Instant) -> Option<Instant> {
         let state = self.state.lock();
         state.lanes.get(ep)?.pacer.paused_until(now)

@@ -36,7 +36,7 @@ const BINDING: f64 = 0.8;
 /// The first cut, from an unpaced burst, halves what was measured.
 pub(crate) const FIRST_RATE_CUT: f64 = 0.5;
 /// In-flight limit growth per second once probing costs a pause.
-pub(crate) const SLOW_LIMIT_GROWTH: f64 = 0.2;
+pub(crate) const SLOW_LIMIT_GROWTH: f64 = 0.1;
 
 /// The rate never grows by less than this per second, so that a rate cut to
 /// the floor recovers in minutes, not hours.
@@ -66,6 +66,9 @@ pub(crate) enum Outcome {
     Timeout,
     /// Anything else: says nothing about pace.
     Other,
+    /// Not sent after all (its breaker refused it): the send time it was
+    /// given goes back, so the next may take it at once.
+    NotSent,
 }
 
 /// What a push-back did, for the log line.
@@ -161,6 +164,9 @@ pub(crate) struct Pacer {
     /// The rate at the last rate cut: the rate grows back towards
     /// [`RATE_CUT`] of it quickly, and past that slowly.
     bad: Option<f64>,
+    /// The in-flight count at the last cut: the limit grows back to just
+    /// below it quickly, and past it slowly.
+    bad_limit: Option<f64>,
     /// After an in-flight cut: requests in flight at the cut, how many of
     /// them were pushed back, and the limit the cut set.
     round: Option<(usize, usize, f64)>,
@@ -188,6 +194,7 @@ impl Pacer {
             costly: false,
             bad: None,
             round: None,
+            bad_limit: None,
             limit_grown_at: None,
             accepted: Window::default(),
             sent: Window::default(),
@@ -281,7 +288,7 @@ impl Pacer {
         match outcome {
             Outcome::Success => {
                 self.accepted.add(now);
-                let in_ramp = self.ramp_from.is_none_or(|from| sent_at > from);
+                let in_ramp = self.ramp_from.is_none_or(|from| sent_at >= from);
                 if let (Some(ramp), true) = (&mut self.ramp, in_ramp) {
                     *ramp += 1.0;
                     if *ramp >= self.limit.min(cap as f64) {
@@ -289,7 +296,11 @@ impl Pacer {
                     }
                 }
                 if fresh && self.limit.is_finite() {
-                    if self.costly {
+                    // Back to just below where the last cut came from at
+                    // once; past that, probing costs a pause when push-back
+                    // pauses, so it grows by time, not by round.
+                    let below_last = self.bad_limit.is_some_and(|bad| self.limit + 1.0 < bad);
+                    if self.costly && !below_last {
                         // Probing costs a pause: grow by time, not by round.
                         let dt = self.limit_grown_at.replace(now).map_or(0.0, |t| {
                             now.saturating_duration_since(t)
@@ -358,6 +369,17 @@ impl Pacer {
                 None
             }
             Outcome::Other => None,
+            Outcome::NotSent => {
+                // Never earlier than now: the schedule only moves back by
+                // the send that did not happen.
+                if let (Some(next), Some(rate)) = (self.next_send, self.rate()) {
+                    let interval = Duration::try_from_secs_f64(1.0 / rate)
+                        .unwrap_or(LONGEST_INTERVAL)
+                        .min(LONGEST_INTERVAL);
+                    self.next_send = Some(next.checked_sub(interval).unwrap_or(next).max(now));
+                }
+                None
+            }
         }
     }
 
@@ -406,7 +428,10 @@ impl Pacer {
         };
         *pushed += 1;
         self.limit = if *pushed < *in_flight {
-            self.limit.min((*in_flight - *pushed) as f64)
+            // The receiver took `in_flight - pushed` at once, and no more.
+            let accepted = (*in_flight - *pushed) as f64;
+            self.bad_limit = Some(accepted + 1.0);
+            self.limit.min(accepted)
         } else {
             *cut
         };
@@ -423,6 +448,7 @@ impl Pacer {
 
     fn cut(&mut self, now: Instant, in_flight: usize) {
         let base = self.limit.min(in_flight as f64);
+        self.bad_limit = Some(base);
         self.limit = (base * LIMIT_CUT).max(1.0);
         self.round = Some((in_flight, 1, self.limit));
         self.ramp = self.ramp.map(|r| r.min(self.limit));

@@ -95,16 +95,14 @@ impl Engine {
             };
             let now = self.clock.now();
             unstarted.now = Some(now);
-            if self.lanes.paused_until(&endpoint, now).is_some() {
-                // Paused after it was granted: nothing goes to a paused
-                // endpoint, so it waits again, in order.
-                unstarted.disarm();
-                let entry = self.lanes.repark(&endpoint, d.seq, d, now);
-                return self.waiting(entry, now);
-            }
-            let grants = self.lanes.started(&endpoint, d.seq, now);
+            let seq = d.seq;
+            // Nothing goes to a paused endpoint: paused after it was
+            // granted, it waits again, in order.
             unstarted.disarm();
-            return self.attempt_with_slot(d, &endpoint, now, grants);
+            return match self.lanes.start(&endpoint, seq, d, now) {
+                Ok((d, grants)) => self.attempt_with_slot(d, &endpoint, now, grants),
+                Err(entry) => self.waiting(entry, now),
+            };
         }
         let now = self.clock.now();
         let seq = d.seq;
@@ -171,6 +169,10 @@ impl Engine {
             Admission::Probe => Admitted::new(&self.breakers, endpoint, true),
             Admission::Rejected { retry_at } => {
                 self.on_transition(endpoint, transition);
+                // Not sent: its send time goes back, so a backlog behind an
+                // open breaker reaches it (and the delay queue) at once,
+                // not at the endpoint's pace.
+                slot.finish(Outcome::NotSent, now);
                 return self.defer(d, retry_at);
             }
         };
