@@ -112,7 +112,10 @@ impl BreakerConfig {
     /// with `Retry-After`) before its breaker opens. Push-back is not a
     /// failure: it never counts toward [`failure_threshold`](Self::failure_threshold),
     /// and a success ends the period. `None`: push-back never opens the
-    /// breaker.
+    /// breaker; then an endpoint that answers nothing but 429 keeps its
+    /// webhooks for ever (a push-back spends no attempt, and its wait does
+    /// not count against `max_elapsed`), and only a shutdown deadline ends
+    /// them.
     ///
     /// Defaults to 5 minutes.
     ///
