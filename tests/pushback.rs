@@ -543,3 +543,37 @@ fn a_breaker_opened_by_push_back_still_honours_max_elapsed() {
     );
     let _ = hooks.shutdown();
 }
+
+/// Behind an open breaker, a paced endpoint's backlog reaches the breaker
+/// (and waits in the delay queue, where `max_elapsed` counts) at once: a
+/// refused webhook gives its send time back instead of using up the pace.
+#[test]
+fn an_open_breaker_is_not_paced() {
+    let server = TestServer::start(|_: &Recorded| Reply::Status(500));
+    let hooks = builder("breaker-pace")
+        .workers(1)
+        .rate_limit(1.0)
+        .breaker(
+            BreakerConfig::default()
+                .failure_threshold(1)
+                .cooldown(Duration::from_secs(3600)),
+        )
+        .retry(RetryPolicy::exponential(Duration::from_secs(3600)).max_attempts(5))
+        .build()
+        .unwrap();
+    let endpoint = format!("http://127.0.0.1:{}", server.addr().port());
+    hooks.try_send(hook(&server, 0)).unwrap();
+    assert!(wait_until(BOUND, || hooks.stats().breaker(&endpoint)
+        == Some(BreakerState::Open)));
+    let started = Instant::now();
+    for i in 1..=20 {
+        hooks.try_send(hook(&server, i)).unwrap();
+    }
+    // At 1/s, twenty sends would take twenty seconds.
+    assert!(wait_until(Duration::from_secs(5), || {
+        hooks.stats().deferred_by_breaker >= 20
+    }));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(server.request_count(), 1);
+    let _ = hooks.shutdown_timeout(Duration::ZERO);
+}
