@@ -49,6 +49,10 @@ pub enum DeadLetterReason {
     Panicked,
     /// The target address is refused by the private-network guard.
     Blocked,
+    /// The worker process holding it, in a queue shared by processes, died
+    /// (or stayed silent past its ttl) too many times: it may be what kills
+    /// them.
+    WorkerLost,
 }
 
 impl DeadLetterReason {
@@ -59,7 +63,7 @@ impl DeadLetterReason {
     /// ```
     /// assert!(hookpool::DeadLetterReason::ALL.contains(&hookpool::DeadLetterReason::Shutdown));
     /// ```
-    pub const ALL: [DeadLetterReason; 8] = [
+    pub const ALL: [DeadLetterReason; 9] = [
         DeadLetterReason::RetriesExhausted,
         DeadLetterReason::PermanentFailure,
         DeadLetterReason::EndpointGone,
@@ -68,6 +72,7 @@ impl DeadLetterReason {
         DeadLetterReason::QueueFull,
         DeadLetterReason::Panicked,
         DeadLetterReason::Blocked,
+        DeadLetterReason::WorkerLost,
     ];
 
     /// Position in [`ALL`](DeadLetterReason::ALL).
@@ -97,6 +102,7 @@ impl DeadLetterReason {
             DeadLetterReason::QueueFull => "queue_full",
             DeadLetterReason::Panicked => "panicked",
             DeadLetterReason::Blocked => "blocked",
+            DeadLetterReason::WorkerLost => "worker_lost",
         }
     }
 }

@@ -74,8 +74,11 @@ pub use pool::{MAX_QUEUE_CAPACITY, PanicEvent, Pool, PoolBuilder, ShutdownReport
 pub use prometheus::Exposition;
 pub use retry::{Backoff, RetryPolicy, Retryability, parse_retry_after};
 pub use stats::{FINITE_BUCKETS, Histogram, Stats};
+#[cfg(feature = "redis")]
+pub use store::RedisQueue;
 pub use store::{
-    Journal, SqliteDeadLetters, StoreError, StoreStats, StoredDeadLetter, Synchronous,
+    Journal, SharedQueueStats, SqliteDeadLetters, StoreError, StoreStats, StoredDeadLetter,
+    Synchronous,
 };
 pub use webhook::builder::DispatcherBuilder;
 pub use webhook::dispatcher::Dispatcher;

@@ -297,9 +297,12 @@ impl Exposition {
         self
     }
 
-    /// A dispatcher's durable store (its journal).
+    /// A dispatcher's durable store: its journal, or the shared queue.
     fn store(&mut self, pool: &str, kept: u64, s: &crate::StoreStats) {
         let l = [("pool", pool)];
+        if let Some(q) = &s.shared {
+            return self.shared_queue(pool, kept, s, q);
+        }
         self.gauge(
             "hookpool_journal_backlog",
             "Unfinished webhooks in the journal, written or about to be: what a restart would deliver.",
@@ -395,6 +398,82 @@ impl Exposition {
                 rate,
             );
         }
+    }
+
+    /// A queue shared by processes (Redis): its counts as this process
+    /// last read them (every second), and this process's part.
+    fn shared_queue(
+        &mut self,
+        pool: &str,
+        kept: u64,
+        s: &crate::StoreStats,
+        q: &crate::SharedQueueStats,
+    ) {
+        let l = [("pool", pool)];
+        for (name, help, value) in [
+            (
+                "hookpool_shared_queue_ready",
+                "Webhooks in the shared queue waiting for a worker.",
+                q.ready,
+            ),
+            (
+                "hookpool_shared_queue_delayed",
+                "Webhooks in the shared queue waiting for a retry, a breaker or a pause.",
+                q.delayed,
+            ),
+            (
+                "hookpool_shared_queue_processing",
+                "Webhooks claimed by worker processes.",
+                q.processing,
+            ),
+            (
+                "hookpool_shared_queue_dead_letters",
+                "Dead letters in the shared queue.",
+                q.dead,
+            ),
+            (
+                "hookpool_shared_queue_workers_alive",
+                "Worker processes heart-beating within their ttl.",
+                q.workers_alive,
+            ),
+        ] {
+            self.gauge(name, help, &l, value);
+        }
+        for (name, help, value) in [
+            (
+                "hookpool_shared_queue_enqueued_total",
+                "Webhooks this process put into the shared queue.",
+                q.enqueued,
+            ),
+            (
+                "hookpool_shared_queue_handed_back_total",
+                "Webhooks this process handed back to the shared queue: accepted into it, retries and pauses waiting there, and those released at shutdown.",
+                kept,
+            ),
+            (
+                "hookpool_shared_queue_stale_results_total",
+                "Late results of this process for webhooks the queue had taken back from it (it was silent past its ttl); not counted by the queue.",
+                q.stale,
+            ),
+            (
+                "hookpool_shared_queue_reclaimed_total",
+                "Webhooks of dead worker processes this process took back.",
+                q.reclaimed,
+            ),
+            (
+                "hookpool_shared_queue_errors_total",
+                "Round trips to the shared queue that failed; each is tried again.",
+                s.errors,
+            ),
+        ] {
+            self.counter(name, help, &l, value);
+        }
+        self.histogram(
+            "hookpool_shared_queue_write_seconds",
+            "Time from a state change's arrival at the shared queue's writer to its being written.",
+            &l,
+            &s.commit_latency,
+        );
     }
 
     /// The text, ready to serve with [`CONTENT_TYPE`].

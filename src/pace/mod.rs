@@ -308,12 +308,22 @@ impl<T> Lanes<T> {
         now: Instant,
         outcome: Outcome,
     ) -> Vec<Grant<T>> {
+        self.finish_with(ep, sent_at, now, outcome).1
+    }
+
+    /// [`finish`](Self::finish), with what a push-back did.
+    pub(crate) fn finish_with(
+        &self,
+        ep: &Endpoint,
+        sent_at: Instant,
+        now: Instant,
+        outcome: Outcome,
+    ) -> (Option<PushBackEffect>, Vec<Grant<T>>) {
         self.with_lane(ep, now, |lane, cap| {
             let in_flight = lane.in_flight;
             lane.in_flight = lane.in_flight.saturating_sub(1);
             lane.pacer.record(outcome, sent_at, now, in_flight, cap)
         })
-        .1
     }
 
     /// A request sent at `sent_at` was pushed back: records it (a `pause`

@@ -294,6 +294,11 @@ impl<J> Submitter<J> {
         self.shared.stats(self.tx.len())
     }
 
+    /// Jobs waiting in the queue now.
+    pub(crate) fn queued(&self) -> usize {
+        self.tx.len()
+    }
+
     /// Returns `true` once shutdown has begun.
     ///
     /// # Examples

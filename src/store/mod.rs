@@ -8,7 +8,10 @@
 //! process left unfinished comes back at the next start.
 //!
 //! - [`sqlite`]: the embedded journal, one file per process.
+//! - `redis` (feature `redis`): the shared queue, for many processes.
 
+#[cfg(feature = "redis")]
+pub(crate) mod redis;
 pub(crate) mod sqlite;
 
 use std::fmt;
@@ -16,6 +19,8 @@ use std::path::PathBuf;
 
 use crate::dead_letter::DeadLetter;
 
+#[cfg(feature = "redis")]
+pub use self::redis::RedisQueue;
 pub use sqlite::{Journal, SqliteDeadLetters, StoredDeadLetter, Synchronous};
 
 /// What a store keeps for one unfinished webhook.
@@ -79,8 +84,10 @@ pub(crate) trait Store: Send + Sync + fmt::Debug {
     fn forget(&self, key: u64);
     /// Delivered: remove the row.
     fn delivered(&self, key: u64);
-    /// A retry or a wait was scheduled: record the row's new state.
-    fn scheduled(&self, key: u64, state: RowState);
+    /// A retry or a wait was scheduled: record the row's new state (its
+    /// `due_ms` says when). A [`shared`](Store::shared) store takes the
+    /// webhook over: it waits there, and any process may deliver it.
+    fn scheduled(&self, row: Row);
     /// Dead-lettered: with `letter`, move the row into the store's dead
     /// letters in one step; without, remove it (the letter went elsewhere).
     fn dead_lettered(&self, key: u64, letter: Option<DeadLetter>);
@@ -95,6 +102,53 @@ pub(crate) trait Store: Send + Sync + fmt::Debug {
     /// Writes everything pending and closes; returns the rows left
     /// unfinished, which the next start recovers.
     fn close(&self) -> u64;
+    /// Whether the store is the queue, shared by processes: accepted
+    /// webhooks go to it, not to this process's queue; workers
+    /// [`claim`](Store::claim) from it; waits are handed to it; and a
+    /// shutdown [`release`](Store::release)s what never started.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Takes up to `max` webhooks to deliver from a shared store.
+    fn claim(&self, max: usize) -> Result<Vec<Row>, StoreError> {
+        let _ = max;
+        Ok(Vec::new())
+    }
+    /// A claimed webhook that never started goes back to a shared store.
+    fn release(&self, key: u64) {
+        let _ = key;
+    }
+}
+
+/// The counts of a queue shared by processes, in
+/// [`StoreStats::shared`].
+///
+/// # Examples
+///
+/// ```
+/// let q = hookpool::SharedQueueStats::default();
+/// assert_eq!((q.ready, q.delayed, q.processing, q.dead, q.workers_alive), (0, 0, 0, 0, 0));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct SharedQueueStats {
+    /// Webhooks waiting for a worker.
+    pub ready: u64,
+    /// Webhooks waiting for a retry, a breaker or a pause, by due time.
+    pub delayed: u64,
+    /// Webhooks claimed by worker processes.
+    pub processing: u64,
+    /// Dead letters in the queue.
+    pub dead: u64,
+    /// Worker processes that heart-beat within their ttl.
+    pub workers_alive: u64,
+    /// Webhooks this process enqueued.
+    pub enqueued: u64,
+    /// Late results of this process for webhooks the queue had taken back
+    /// from it (it was silent past its ttl): not counted by the queue.
+    pub stale: u64,
+    /// Webhooks of dead workers this process took back.
+    pub reclaimed: u64,
 }
 
 /// A durable store's counters, in
@@ -131,6 +185,8 @@ pub struct StoreStats {
     pub dead_letters: u64,
     /// Time from a state change's arrival to its commit.
     pub commit_latency: crate::Histogram,
+    /// The shared queue's counts, for a queue shared by processes (Redis).
+    pub shared: Option<SharedQueueStats>,
 }
 
 /// Why a durable store could not be opened or written.
@@ -213,6 +269,14 @@ pub enum StoreError {
         /// The journal file.
         path: PathBuf,
     },
+    /// The shared queue's server cannot be reached, or did not answer in
+    /// time.
+    Unavailable {
+        /// The server, its password redacted.
+        target: String,
+        /// What went wrong.
+        detail: String,
+    },
     /// The store is closed: the dispatcher is shutting down.
     Closed,
     /// The dispatcher has no durable store.
@@ -262,6 +326,10 @@ impl fmt::Display for StoreError {
                 f,
                 "journal {} is behind: too many webhooks wait to be written; try again shortly",
                 path.display()
+            ),
+            StoreError::Unavailable { target, detail } => write!(
+                f,
+                "redis {target} is unavailable ({detail}); nothing was queued: try again, or check that Redis is up"
             ),
             StoreError::Closed => {
                 f.write_str("the journal is closed: the dispatcher is shutting down")

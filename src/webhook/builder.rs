@@ -21,6 +21,7 @@ use crate::store::{Journal, Recovered, Store};
 use crate::webhook::deliver::Engine;
 use crate::webhook::delivery::{Counters, Delivery};
 use crate::webhook::events::{BreakerChange, Delivered, Hooks};
+use crate::webhook::fetch::Fetcher;
 use crate::webhook::resolve::GuardedResolver;
 use crate::webhook::send::{HttpSender, SendConfig};
 use crate::webhook::sign::{SecretError, SigningSecret};
@@ -65,6 +66,8 @@ pub struct DispatcherBuilder {
     pub(super) hooks: Hooks,
     pub(super) tls: TlsConfig,
     pub(super) journal: Option<Journal>,
+    #[cfg(feature = "redis")]
+    pub(super) redis: Option<crate::RedisQueue>,
 }
 
 impl Default for DispatcherBuilder {
@@ -92,6 +95,8 @@ impl Default for DispatcherBuilder {
             hooks: Hooks::default(),
             tls: TlsConfig::default(),
             journal: None,
+            #[cfg(feature = "redis")]
+            redis: None,
         }
     }
 }
@@ -546,6 +551,31 @@ impl DispatcherBuilder {
         self
     }
 
+    /// Puts the queue in Redis, shared by every process whose dispatcher
+    /// names the same server and queue: `try_send` and `send_durable`
+    /// enqueue there (`Ok` from `send_durable` means Redis has it), and
+    /// each worker process claims webhooks from it into its own bounded
+    /// queue. Retries, breaker deferrals and `Retry-After` pauses wait in
+    /// Redis too, so another process takes them over if this one dies; a
+    /// process silent past its ttl has its webhooks taken back. Breaker
+    /// and pacing state stay per process. See
+    /// [`RedisQueue`](crate::RedisQueue). Feature `redis`. Defaults to
+    /// none.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let hooks = hookpool::Dispatcher::builder()
+    ///     .redis(hookpool::RedisQueue::new("redis://127.0.0.1:6379/", "hooks"))
+    ///     .build()?;
+    /// # Ok::<(), hookpool::BuildError>(())
+    /// ```
+    #[cfg(feature = "redis")]
+    pub fn redis(mut self, queue: crate::RedisQueue) -> Self {
+        self.redis = Some(queue);
+        self
+    }
+
     /// Starts the workers and the retry thread.
     ///
     /// # Errors
@@ -561,7 +591,9 @@ impl DispatcherBuilder {
     /// let err = hookpool::Dispatcher::builder().timeout(std::time::Duration::ZERO).build().unwrap_err();
     /// assert_eq!(err.to_string(), "timeout must be greater than zero");
     /// ```
-    pub fn build(self) -> Result<Dispatcher, BuildError> {
+    // `mut` only serves the `redis` feature.
+    #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
+    pub fn build(mut self) -> Result<Dispatcher, BuildError> {
         if self.timeout.is_zero() {
             return Err(BuildError::Invalid(
                 "timeout must be greater than zero".into(),
@@ -576,6 +608,26 @@ impl DispatcherBuilder {
             return Err(BuildError::Invalid(
                 "max_in_flight_per_endpoint must be at least 1".into(),
             ));
+        }
+        #[cfg(feature = "redis")]
+        if let Some(queue) = &self.redis {
+            if self.journal.is_some() {
+                return Err(BuildError::Invalid(
+                    "a dispatcher has a journal or a redis queue, not both".into(),
+                ));
+            }
+            // A live worker is never robbed: its request ends well within
+            // the time after which the others take its webhooks back.
+            if !queue.is_producer_only() && self.timeout > queue.ttl / 2 {
+                return Err(BuildError::Invalid(format!(
+                    "the request timeout ({:?}) must be at most half the redis worker ttl ({:?}): lower the timeout or raise worker_ttl",
+                    self.timeout, queue.ttl
+                )));
+            }
+            // A producer delivers nothing: one idle worker is enough.
+            if queue.is_producer_only() {
+                self.pool = self.pool.workers(1);
+            }
         }
         let tls = self.tls.client_config().map_err(BuildError::Tls)?;
         let rates = rate_limits(self.rate_limit, &self.endpoint_rate_limits)?;
@@ -613,7 +665,8 @@ impl DispatcherBuilder {
         // Opened last, once nothing else can fail: a journal found unfinished
         // is resumed only by a dispatcher that runs.
         let queue_capacity = self.pool.queue_capacity_ref();
-        let (store, mut recovered, keep_letters) = match &self.journal {
+        #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
+        let (mut store, mut recovered, mut keep_letters) = match &self.journal {
             Some(journal) => {
                 let (store, recovered) = journal
                     .open(&name, queue_capacity.saturating_mul(4).max(1024))
@@ -624,6 +677,18 @@ impl DispatcherBuilder {
             }
             None => (None, None, false),
         };
+        #[cfg(feature = "redis")]
+        let fetch = match &self.redis {
+            Some(queue) => {
+                let opened: Arc<dyn Store> = queue.open(&name).map_err(BuildError::Store)?;
+                store = Some(opened);
+                keep_letters = self.sink.is_none();
+                !queue.is_producer_only()
+            }
+            None => false,
+        };
+        #[cfg(not(feature = "redis"))]
+        let fetch = false;
         let counters = Counters::default();
         if let Some(recovered) = &recovered {
             counters
@@ -656,6 +721,18 @@ impl DispatcherBuilder {
             Ok::<(), std::convert::Infallible>(())
         })?;
         let _ = resubmit.set(pool.internal_submitter());
+        let fetcher = if fetch {
+            let fetcher = Fetcher::start(
+                Arc::clone(&engine),
+                pool.submitter(),
+                queue_capacity,
+                &engine.name,
+            )
+            .map_err(BuildError::Spawn)?;
+            Some(fetcher)
+        } else {
+            None
+        };
         let cursor = recovered.as_mut().and_then(|r| r.cursor.take());
         if let Some(recovered) = recovered {
             resume(&engine, recovered);
@@ -669,6 +746,7 @@ impl DispatcherBuilder {
             drop_timeout: self.drop_timeout,
             request_timeout: self.timeout,
             cursor,
+            fetcher,
         })
     }
 }

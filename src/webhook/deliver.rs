@@ -263,8 +263,21 @@ impl Engine {
             d.webhook.redacted_url(),
         );
         let due = (!pause.is_zero()).then(|| crate::clock::deadline_after(now, pause));
+        // A pause in a shared queue is everyone's: the webhook waits there
+        // (and any process may take it when the pause ends); this process's
+        // lane still records the push-back, and pauses the endpoint too.
+        let handed = due.is_some() && self.shared();
         // Reads the wall clock, which may panic: the guard still holds the
         // slot.
+        if handed {
+            self.hand_over(d, due);
+            slot.armed = false;
+            let (effect, grants) =
+                self.lanes
+                    .finish_with(endpoint, sent_at, now, Outcome::PushBack { pause });
+            self.after_push_back(endpoint, effect, status, pause, now);
+            return self.dispatch(grants);
+        }
         self.remember(&d, due);
         // The lane takes the slot back.
         slot.armed = false;
@@ -273,20 +286,33 @@ impl Engine {
             .push_back(endpoint, d.seq, d, sent_at, now, pause)
         {
             Ok((effect, grants)) => {
-                let added = u64::try_from(effect.added.as_nanos()).unwrap_or(u64::MAX);
-                self.counters
-                    .paused_nanos
-                    .fetch_add(added, Ordering::Relaxed);
-                if effect.new_pause && self.warning_due(&self.pause_warnings, endpoint, now) {
-                    log::warn!(
-                        target: "hookpool",
-                        "{}: {endpoint} asked to slow down ({status}, Retry-After {pause:?}): nothing is sent to it until then, and its pace is lowered",
-                        self.name,
-                    );
-                }
+                self.after_push_back(endpoint, Some(effect), status, pause, now);
                 self.dispatch(grants);
             }
             Err(d) => self.shut_out(d),
+        }
+    }
+
+    /// Counts a push-back's pause, and warns when it starts one.
+    fn after_push_back(
+        &self,
+        endpoint: &Endpoint,
+        effect: Option<crate::pace::PushBackEffect>,
+        status: u16,
+        pause: Duration,
+        now: Instant,
+    ) {
+        let Some(effect) = effect else { return };
+        let added = u64::try_from(effect.added.as_nanos()).unwrap_or(u64::MAX);
+        self.counters
+            .paused_nanos
+            .fetch_add(added, Ordering::Relaxed);
+        if effect.new_pause && self.warning_due(&self.pause_warnings, endpoint, now) {
+            log::warn!(
+                target: "hookpool",
+                "{}: {endpoint} asked to slow down ({status}, Retry-After {pause:?}): nothing is sent to it until then, and its pace is lowered",
+                self.name,
+            );
         }
     }
 
@@ -355,12 +381,22 @@ impl Engine {
         self.reschedule(d, due);
     }
 
-    /// Waits in the delay queue until `due`, recorded in the store first.
+    /// Waits in the delay queue until `due`, recorded in the store first;
+    /// with a shared store, waits there instead, and any process may take
+    /// it when due.
     fn reschedule(&self, d: Delivery, due: Instant) {
+        if self.shared() {
+            return self.hand_over(d, Some(due));
+        }
         self.remember(&d, Some(due));
         if let Err(d) = self.delay.schedule(due, d) {
             self.shut_out(d);
         }
+    }
+
+    /// Whether the store is a queue shared by processes.
+    fn shared(&self) -> bool {
+        self.store.as_ref().is_some_and(|s| s.shared())
     }
 
     /// Records `d`'s state in the durable store, if there is one: due again
@@ -368,14 +404,27 @@ impl Engine {
     fn remember(&self, d: &Delivery, due: Option<Instant>) {
         if let Some(store) = &self.store {
             let (now, wall) = (self.clock.now(), self.clock.system_now());
-            store.scheduled(d.seq, d.row_state(due, now, wall));
+            store.scheduled(d.row_now(due, now, wall));
         }
+    }
+
+    /// Hands a delivery that must wait to the shared queue: it leaves this
+    /// process (counted as kept: not final here).
+    fn hand_over(&self, d: Delivery, due: Option<Instant>) {
+        self.remember(&d, due);
+        self.counters.kept.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Shutdown stopped a delivery: with a durable store it stays there for
     /// the next start (it is not final here, and counted as kept);
     /// without, it is dead-lettered with reason `shutdown`.
     pub(crate) fn shut_out(&self, d: Delivery) {
+        if let Some(store) = self.store.as_ref().filter(|s| s.shared()) {
+            // Back to the shared queue, for another process.
+            store.release(d.seq);
+            self.counters.kept.fetch_add(1, Ordering::SeqCst);
+            return;
+        }
         if self.store.is_some() {
             log::debug!(
                 target: "hookpool",

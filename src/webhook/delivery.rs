@@ -34,6 +34,9 @@ pub(crate) struct Delivery {
     pub(crate) last_error: Option<Box<DeliveryError>>,
     /// Granted by its endpoint's lane: it already holds a slot.
     pub(crate) holds_slot: bool,
+    /// When it was accepted, in Unix milliseconds, if known (it came from
+    /// a store); else the time its row is first written.
+    pub(crate) accepted_ms: Option<u64>,
 }
 
 impl Delivery {
@@ -49,6 +52,7 @@ impl Delivery {
             last_attempt_at: None,
             last_error: None,
             holds_slot: false,
+            accepted_ms: None,
         }
     }
 
@@ -70,8 +74,16 @@ impl Delivery {
             id: self.webhook.id().to_owned(),
             url: self.webhook.url().to_owned(),
             body: self.webhook.raw_body().get().to_owned(),
-            accepted_ms: unix_ms(wall),
+            accepted_ms: self.accepted_ms.unwrap_or_else(|| unix_ms(wall)),
             state: RowState::default(),
+        }
+    }
+
+    /// Its whole row as it stands, due again at `due` (`None`: at once).
+    pub(crate) fn row_now(&self, due: Option<Instant>, now: Instant, wall: SystemTime) -> Row {
+        Row {
+            state: self.row_state(due, now, wall),
+            ..self.row(wall)
         }
     }
 
@@ -132,6 +144,7 @@ impl Delivery {
                 })
             }),
             holds_slot: false,
+            accepted_ms: Some(row.accepted_ms),
         };
         Ok((d, due))
     }

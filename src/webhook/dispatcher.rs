@@ -14,6 +14,7 @@ use crate::pool::Pool;
 use crate::store::{Store, StoreError, StoredDeadLetter};
 use crate::webhook::Webhook;
 use crate::webhook::delivery::{Counters, Delivery};
+use crate::webhook::fetch::Fetcher;
 
 /// Delivers webhooks in the background: signed POSTs with retries,
 /// per-endpoint circuit breakers and dead letters.
@@ -58,6 +59,8 @@ pub struct Dispatcher {
     pub(super) request_timeout: Duration,
     /// The cursor the journal held when the dispatcher started.
     pub(super) cursor: Option<String>,
+    /// With a queue shared by processes: claims webhooks into the pool.
+    pub(super) fetcher: Option<Fetcher>,
 }
 
 impl Dispatcher {
@@ -216,6 +219,11 @@ impl Dispatcher {
             let delivery = engine.delivery(webhook);
             let (key, row) = (delivery.seq, delivery.row(engine.clock.system_now()));
             if !store.revive(stored.seq, row)? {
+                continue;
+            }
+            // A shared queue put it back in itself, for any worker.
+            if store.shared() {
+                queued += 1;
                 continue;
             }
             let sent = self
@@ -397,6 +405,10 @@ impl Dispatcher {
             return DispatchReport::default();
         };
         let engine = Arc::clone(&self.handle.engine);
+        // Nothing more is claimed from a shared queue.
+        if let Some(mut fetcher) = self.fetcher.take() {
+            fetcher.stop();
+        }
         pool.close_intake();
         wait_for_outstanding(&engine.counters, deadline);
 

@@ -84,6 +84,20 @@ impl DispatchHandle {
             return self.counted(|| send(delivery));
         };
         let row = delivery.row(self.engine.clock.system_now());
+        if store.shared() {
+            // The shared queue is the queue: nothing goes to this process's.
+            if self.submitter.is_closed() {
+                return Err(SubmitError::Closed(delivery.webhook));
+            }
+            return match store.accept(row, None, Commit::NoWait) {
+                Ok(()) => {
+                    self.handed_over();
+                    Ok(())
+                }
+                Err(StoreError::Closed) => Err(SubmitError::Closed(delivery.webhook)),
+                Err(_) => Err(SubmitError::Full(delivery.webhook)),
+            };
+        }
         if let Err(e) = store.accept(row, None, Commit::NoWait) {
             let refused = match e {
                 StoreError::Closed => SubmitError::Closed(delivery.webhook),
@@ -179,6 +193,9 @@ impl DispatchHandle {
             return Err(self.endpoint_full(webhook).into());
         }
         let delivery = self.engine.delivery(webhook);
+        if store.shared() && self.submitter.is_closed() {
+            return Err(DurableError::Closed(delivery.webhook));
+        }
         let row = delivery.row(self.engine.clock.system_now());
         if let Err(error) = store.accept(row, cursor, Commit::Wait) {
             return Err(match error {
@@ -188,6 +205,10 @@ impl DispatchHandle {
                     error,
                 },
             });
+        }
+        if store.shared() {
+            self.handed_over();
+            return Ok(());
         }
         let key = delivery.seq;
         let left = wait.saturating_sub(started.elapsed());
@@ -258,6 +279,15 @@ impl DispatchHandle {
             nap = (nap * 2).min(Duration::from_millis(10));
         }
         true
+    }
+
+    /// A webhook accepted into a shared queue: accepted here, and final
+    /// here at once (counted as kept: whichever process claims it delivers
+    /// it).
+    fn handed_over(&self) {
+        let counters = &self.engine.counters;
+        counters.kept.fetch_add(1, Ordering::SeqCst);
+        counters.accepted.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Runs a send between the `submitting` and `accepted` counts (see

@@ -7,6 +7,7 @@ pub(crate) mod deliver;
 pub(crate) mod delivery;
 pub(crate) mod dispatcher;
 pub(crate) mod events;
+pub(crate) mod fetch;
 pub(crate) mod handle;
 pub(crate) mod report;
 pub(crate) mod resolve;

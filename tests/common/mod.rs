@@ -5,6 +5,7 @@ pub mod child;
 pub mod exposition;
 pub mod logger;
 pub mod pacing;
+pub mod redis;
 pub mod server;
 pub mod tempdir;
 

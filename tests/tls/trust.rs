@@ -2,7 +2,7 @@
 //! CA is reached with that CA added, to the bundled roots or to the
 //! platform's, and refused with a clear TLS error without it.
 
-use hookpool::{DeadLetterReason, TlsConfig, TlsRoots};
+use hookpool::{DeadLetterReason, TlsConfig};
 
 use crate::pki::{Ca, server_config};
 use crate::receiver::TlsReceiver;
@@ -74,7 +74,7 @@ fn a_private_ca_added_to_the_platform_roots_is_trusted() {
     // it, see the CLI tests, which control the store through SSL_CERT_FILE.
     let ca = Ca::new("platform extra ca");
     let receiver = TlsReceiver::start(server_config(&ca.issue(&["localhost"]), None));
-    let tls = trusting(&ca).roots(TlsRoots::Platform);
+    let tls = trusting(&ca).roots(hookpool::TlsRoots::Platform);
     let outcome = deliver("platform-ca", tls, &receiver.url("localhost", "/h"), 2);
     assert_eq!(outcome.delivered, 2, "{:?}", outcome.letters);
 }

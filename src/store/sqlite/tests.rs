@@ -170,7 +170,10 @@ fn rows_and_the_cursor_survive_a_reopen_in_key_order() {
             last_status: Some(503),
             ..RowState::default()
         };
-        store.scheduled(2, state.clone());
+        store.scheduled(Row {
+            state: state.clone(),
+            ..row(2)
+        });
         store.delivered(1);
         assert_eq!(store.close(), 2);
     }

@@ -303,10 +303,11 @@ impl Store for SqliteStore {
         }
     }
 
-    fn scheduled(&self, key: u64, state: RowState) {
+    fn scheduled(&self, row: Row) {
+        let key = row.key;
         if !self.send(Op::Update {
             key,
-            state,
+            state: row.state,
             at: Instant::now(),
         }) {
             self.log_dropped("the retry", key);
@@ -348,6 +349,7 @@ impl Store for SqliteStore {
             errors: c.errors.load(Ordering::Relaxed),
             dead_letters: c.dead_letters.load(Ordering::Relaxed),
             commit_latency,
+            shared: None,
         }
     }
 
