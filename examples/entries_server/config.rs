@@ -15,6 +15,11 @@ pub(crate) struct Config {
     pub(crate) queue_capacity: usize,
     pub(crate) listen: String,
     pub(crate) dead_letters: PathBuf,
+    /// `None`: no journal (`JOURNAL=""`), webhooks live in memory only.
+    pub(crate) journal: Option<PathBuf>,
+    /// A cap on the journal's size, for tests: it makes the journal fail as
+    /// on a full disk without filling one.
+    pub(crate) journal_max_bytes: Option<u64>,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) webhook_timeout: Duration,
 }
@@ -42,9 +47,29 @@ impl Config {
             dead_letters: var("DEAD_LETTERS")
                 .unwrap_or_else(|| "dead-letters.jsonl".into())
                 .into(),
+            journal: journal(),
+            journal_max_bytes: match var(JOURNAL_MAX_BYTES) {
+                None => None,
+                Some(v) => Some(v.trim().parse::<u64>().map_err(|_| {
+                    format!("{JOURNAL_MAX_BYTES} must be a number of bytes, got {v:?}")
+                })?),
+            },
             shutdown_timeout: seconds("SHUTDOWN_TIMEOUT", 10.0)?,
             webhook_timeout: seconds("WEBHOOK_TIMEOUT", 10.0)?,
         })
+    }
+}
+
+/// Not in the README: tests use it to make the journal full.
+const JOURNAL_MAX_BYTES: &str = "ENTRIES_TEST_JOURNAL_MAX_BYTES";
+
+/// `JOURNAL`: unset is the default file, set but empty turns the journal
+/// off (unlike the other variables, where empty means unset).
+fn journal() -> Option<PathBuf> {
+    match std::env::var_os("JOURNAL") {
+        None => Some("entries-journal.db".into()),
+        Some(v) if v.to_string_lossy().trim().is_empty() => None,
+        Some(v) => Some(v.into()),
     }
 }
 

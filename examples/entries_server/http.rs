@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::json;
 use tiny_http::{Header, Method, Request, Response, Server};
 
-use crate::app::{App, Promise, lock, unix_seconds};
+use crate::app::{App, lock, unix_seconds};
 use crate::entries::{Entry, Invalid, NewEntry};
 use crate::shutdown::Stop;
 use crate::webhook::Event;
@@ -44,8 +44,9 @@ pub(crate) fn serve(app: &App, server: &Server, stopping: &AtomicBool, stop: &mp
     }
 }
 
-/// Answers one request, then queues its webhook: the answer never waits for
-/// the dispatcher or the dead-letter file.
+/// Answers one request. A change is answered only once its webhook is
+/// kept (see [`App::keep`]): the answer waits for the journal's commit, never
+/// for room in the dispatcher's queue.
 fn handle(app: &App, mut request: Request) {
     let started = Instant::now();
     let method = request.method().clone();
@@ -55,41 +56,23 @@ fn handle(app: &App, mut request: Request) {
         .next()
         .unwrap_or_default()
         .to_owned();
-    let outcome = route(app, &mut request, &method, &path);
-    let status = outcome.response.status_code().0;
-    if let Err(e) = request.respond(outcome.response) {
+    let response = route(app, &mut request, &method, &path);
+    let status = response.status_code().0;
+    if let Err(e) = request.respond(response) {
         log::debug!("{method} {path}: could not send the answer: {e}");
     }
     log::debug!("{method} {path} -> {status} in {:?}", started.elapsed());
-    if let Some((event, _promise)) = outcome.webhook {
-        app.enqueue(event);
-    }
 }
 
-/// An answer, and the webhook it promises with the permission to promise it.
-struct Outcome<'a> {
-    response: Response<io::Cursor<Vec<u8>>>,
-    webhook: Option<(Event, Promise<'a>)>,
-}
+type Answer = Response<io::Cursor<Vec<u8>>>;
 
-impl Outcome<'_> {
-    fn answer(response: Response<io::Cursor<Vec<u8>>>) -> Self {
-        Outcome {
-            response,
-            webhook: None,
-        }
-    }
-}
-
-fn route<'a>(app: &'a App, request: &mut Request, method: &Method, path: &str) -> Outcome<'a> {
+fn route(app: &App, request: &mut Request, method: &Method, path: &str) -> Answer {
     let not_allowed = |allow: &str| {
-        Outcome::answer(
-            json_response(
-                405,
-                &json!({"error": format!("method {method} is not allowed on {path}")}),
-            )
-            .with_header(header("Allow", allow)),
+        json_response(
+            405,
+            &json!({"error": format!("method {method} is not allowed on {path}")}),
         )
+        .with_header(header("Allow", allow))
     };
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (method, segments.as_slice()) {
@@ -97,34 +80,29 @@ fn route<'a>(app: &'a App, request: &mut Request, method: &Method, path: &str) -
         (_, ["entries"]) => not_allowed("POST"),
         (Method::Delete, ["entries", id]) => delete_entry(app, id),
         (_, ["entries", _]) => not_allowed("DELETE"),
-        (Method::Get | Method::Head, ["metrics"]) => Outcome::answer(text_response(
-            200,
-            app.metrics(),
-            hookpool::prometheus::CONTENT_TYPE,
-        )),
+        (Method::Get | Method::Head, ["metrics"]) => {
+            text_response(200, app.metrics(), hookpool::prometheus::CONTENT_TYPE)
+        }
         (_, ["metrics"]) => not_allowed("GET, HEAD"),
-        _ => Outcome::answer(json_response(
-            404,
-            &json!({"error": format!("no route for {path}")}),
-        )),
+        _ => json_response(404, &json!({"error": format!("no route for {path}")})),
     }
 }
 
-fn create_entry<'a>(app: &'a App, request: &mut Request) -> Outcome<'a> {
+fn create_entry(app: &App, request: &mut Request) -> Answer {
     let user_id = match user_id(request) {
         Ok(user) => user,
-        Err(e) => return Outcome::answer(e.response()),
+        Err(e) => return e.response(),
     };
     let body = match read_body(request) {
         Ok(body) => body,
-        Err(response) => return Outcome::answer(response),
+        Err(response) => return response,
     };
     let new = match NewEntry::parse(&body) {
         Ok(new) => new,
-        Err(e) => return Outcome::answer(e.response()),
+        Err(e) => return e.response(),
     };
-    let Some(promise) = app.promise() else {
-        return Outcome::answer(shutting_down());
+    let Some(_promise) = app.promise() else {
+        return shutting_down();
     };
     let created = {
         let mut entries = lock(&app.entries);
@@ -136,36 +114,33 @@ fn create_entry<'a>(app: &'a App, request: &mut Request) -> Outcome<'a> {
             category: new.category,
             created_at: unix_seconds(),
         };
-        // Built under the lock, before the entry is saved, so a 201 always
-        // comes with a webhook. Serializing is all it does: no I/O.
+        // The id is taken only once its webhook exists. Serializing is all
+        // this does: no I/O under the lock.
         Event::new(app, "entry_created", &entry, entry.created_at).map(|event| {
             entries.next_id = entry.id;
-            entries.by_id.insert(entry.id, entry.clone());
             (entry, event)
         })
     };
-    match created {
-        Ok((entry, event)) => Outcome {
-            response: json_response(201, &entry)
-                .with_header(header("Location", &format!("/entries/{}", entry.id))),
-            webhook: Some((event, promise)),
-        },
-        Err(e) => webhook_error(&e),
+    let (entry, event) = match created {
+        Ok(created) => created,
+        Err(e) => return webhook_error(&e),
+    };
+    // Saved only once its webhook is kept: a refused one leaves nothing to
+    // undo but a skipped id.
+    if app.keep(event).is_err() {
+        return unkept();
     }
+    lock(&app.entries).by_id.insert(entry.id, entry.clone());
+    json_response(201, &entry).with_header(header("Location", &format!("/entries/{}", entry.id)))
 }
 
-fn delete_entry<'a>(app: &'a App, id: &str) -> Outcome<'a> {
-    let not_found = || {
-        Outcome::answer(json_response(
-            404,
-            &json!({"error": format!("no entry with id {id}")}),
-        ))
-    };
+fn delete_entry(app: &App, id: &str) -> Answer {
+    let not_found = || json_response(404, &json!({"error": format!("no entry with id {id}")}));
     let Ok(id) = id.parse::<u64>() else {
         return not_found();
     };
-    let Some(promise) = app.promise() else {
-        return Outcome::answer(shutting_down());
+    let Some(_promise) = app.promise() else {
+        return shutting_down();
     };
     let deleted = {
         let mut entries = lock(&app.entries);
@@ -180,22 +155,36 @@ fn delete_entry<'a>(app: &'a App, id: &str) -> Outcome<'a> {
     };
     match deleted {
         None => not_found(),
-        Some(Ok((entry, event))) => Outcome {
-            response: json_response(200, &entry),
-            webhook: Some((event, promise)),
-        },
+        Some(Ok((entry, event))) => {
+            if app.keep(event).is_err() {
+                // Put back: the deletion did not happen. (A concurrent
+                // DELETE of it meanwhile got 404.)
+                lock(&app.entries).by_id.insert(entry.id, entry);
+                return unkept();
+            }
+            json_response(200, &entry)
+        }
         Some(Err(e)) => webhook_error(&e),
     }
 }
 
 /// The URL was checked at startup and the payload is plain data, so this
 /// is not expected; the entry was left unchanged.
-fn webhook_error(e: &hookpool::WebhookError) -> Outcome<'static> {
+fn webhook_error(e: &hookpool::WebhookError) -> Answer {
     log::error!("cannot build a webhook: {e}");
-    Outcome::answer(json_response(
+    json_response(
         500,
         &json!({"error": "internal error: the webhook could not be built"}),
-    ))
+    )
+}
+
+/// The change's webhook could not be kept, so the change was undone.
+fn unkept() -> Answer {
+    json_response(
+        503,
+        &json!({"error": "the change could not be saved durably and was not made; retry later"}),
+    )
+    .with_header(header("Retry-After", "5"))
 }
 
 pub(crate) fn shutting_down() -> Response<io::Cursor<Vec<u8>>> {

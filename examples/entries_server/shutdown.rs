@@ -27,7 +27,8 @@ pub(crate) enum Stop {
 }
 
 /// Waits for a reason to stop, then stops; the exit code says whether every
-/// promised webhook was kept.
+/// promised webhook was kept: delivered, dead-lettered, or (with a journal)
+/// left in the journal for the next start.
 pub(crate) fn wait_and_shut_down(
     stop_rx: &mpsc::Receiver<Stop>,
     config: &Config,
@@ -68,9 +69,13 @@ pub(crate) fn wait_and_shut_down(
     );
 
     // 2. Drain. Every promised webhook is in the queue or the file by now.
+    //    At the deadline, with a journal, what is unfinished stays in it
+    //    (`kept`); without, it is dead-lettered with reason `shutdown`.
     let mut report = dispatcher.shutdown_timeout(config.shutdown_timeout);
     if report.still_running > 0 {
-        // Each ends within the request timeout, delivered or dead-lettered.
+        // Each ends within the request timeout, delivered or dead-lettered
+        // (with a journal, its row stays there whatever the outcome: the
+        // journal closed at the deadline).
         let wait = config.webhook_timeout + Duration::from_secs(1);
         log::info!(
             "waiting up to {wait:?} for {} deliveries in flight",
@@ -79,12 +84,10 @@ pub(crate) fn wait_and_shut_down(
         report.wait_running(wait);
     }
 
-    // 3. Anything the file refused gets one more try, then goes to stderr
-    //    as a last resort so an operator can recover it.
-    let mut unsaved = std::mem::take(&mut *lock(&app.unsaved));
-    unsaved.append(&mut report.dead_letters);
+    // 3. The dispatcher's letters the file refused get one more try, then go
+    //    to stderr as a last resort so an operator can recover them.
     let mut lost = 0;
-    for letter in unsaved {
+    for letter in std::mem::take(&mut report.dead_letters) {
         if let Err(e) = app.dead_letters.store(&letter) {
             lost += 1;
             log::error!("dead letter {} could not be stored: {e}", letter.id);
@@ -102,6 +105,9 @@ pub(crate) fn wait_and_shut_down(
         delivered: report.stats.delivered,
         dead_lettered: report.stats.dead_lettered,
         queue_full: app.queue_full.load(Ordering::SeqCst),
+        refused: app.refused.load(Ordering::SeqCst),
+        recovered: report.stats.store.as_ref().map_or(0, |s| s.recovered),
+        kept: report.kept,
         still_running: report.still_running,
         unsaved: lost,
         elapsed_ms: u64::try_from(stop_started.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -110,7 +116,9 @@ pub(crate) fn wait_and_shut_down(
     println!("{summary}");
     let _ = io::stdout().flush();
     log::info!("shut down: {summary}");
-    if listener_failed || report.still_running > 0 || lost > 0 {
+    // A delivery still running is not lost with a journal: its row is there.
+    let unfinished = report.still_running > 0 && !app.journaled;
+    if listener_failed || unfinished || lost > 0 {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
@@ -129,6 +137,12 @@ struct Summary {
     dead_lettered: u64,
     /// By the server, because the queue was full.
     queue_full: u64,
+    /// Changes answered 503 because their webhook could not be kept.
+    refused: u64,
+    /// Webhooks found in the journal at start (a previous run's).
+    recovered: u64,
+    /// Webhooks left in the journal for the next start.
+    kept: u64,
     /// Deliveries still in flight when the process exits (0 unless a
     /// request outlived its timeout).
     still_running: usize,

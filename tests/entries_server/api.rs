@@ -1,450 +1,18 @@
-//! `examples/entries_server/` run as a real process: the HTTP API, the
-//! webhooks it sends to a receiver on 127.0.0.1, the dead-letter file when
-//! the queue is full, and a SIGTERM while webhooks are still queued.
-//!
-//! The first test asks cargo to build the example with this test's profile,
-//! features and target directory: a no-op after `cargo test`, which builds
-//! examples, and a (bounded) build when only this target is run, so a stale
-//! binary is never tested. Signals are sent with `kill`, hence unix only.
-
-#![cfg(unix)]
-
-mod common;
+//! The HTTP API, its webhooks, a full queue, and shutdown.
 
 use std::collections::{BTreeSet, HashSet};
-use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
-use std::thread::{self, JoinHandle};
+use std::io::Read;
+use std::sync::Arc;
+use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::server::{Recorded, Reply, TestServer};
-use common::{Gate, promtool_check, wait_until};
-use hookpool::{DeadLetter, DeadLetterReason, JsonlDeadLetters, SigningSecret, verify};
+use hookpool::{DeadLetterReason, SigningSecret, verify};
 use serde_json::{Value, json};
 
-const BOUND: Duration = Duration::from_secs(10);
-const BUILD_BOUND: Duration = Duration::from_secs(600);
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-/// Every variable the server reads, cleared so the caller's environment
-/// cannot change a test.
-const SERVER_VARS: [&str; 9] = [
-    "WEBHOOK_URL",
-    "WEBHOOK_SECRET",
-    "WORKERS",
-    "QUEUE_CAPACITY",
-    "LISTEN",
-    "DEAD_LETTERS",
-    "SHUTDOWN_TIMEOUT",
-    "WEBHOOK_TIMEOUT",
-    "RUST_LOG",
-];
-
-// ---------------------------------------------------------------------------
-// Finding (or building) the example, and running it.
-// ---------------------------------------------------------------------------
-
-/// The example's binary, built once per test run.
-fn binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let exe = std::env::current_exe().expect("the test executable's path");
-        // <target>[/<triple>]/<profile>/deps/<this test>
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("the test runs from <target>/<profile>/deps");
-        let binary = profile_dir
-            .join("examples")
-            .join(format!("entries_server{}", std::env::consts::EXE_SUFFIX));
-        // Always ask cargo: it is a no-op when `cargo test` built the example
-        // already, and it rebuilds one left stale by `cargo test --test ...`.
-        build_example(profile_dir);
-        assert!(binary.is_file(), "{} was not built", binary.display());
-        binary
-    })
-}
-
-/// `cargo build --example entries_server` with this test's profile,
-/// features, target directory and target triple.
-fn build_example(profile_dir: &Path) {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "--example", "entries_server"])
-        .arg("--manifest-path")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
-    // Cargo sets these for the test process. Passed on, they would look like
-    // changes to build scripts that watch them (ring watches
-    // CARGO_MANIFEST_DIR) and rebuild half the dependency tree.
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        if name.starts_with("CARGO_PKG_")
-            || name.starts_with("CARGO_BIN_EXE_")
-            || [
-                "CARGO_MANIFEST_DIR",
-                "CARGO_MANIFEST_PATH",
-                "CARGO_CRATE_NAME",
-                "CARGO_BIN_NAME",
-                "CARGO_PRIMARY_PACKAGE",
-                "CARGO_TARGET_TMPDIR",
-                "CARGO_RUSTC_CURRENT_DIR",
-                "OUT_DIR",
-            ]
-            .contains(&name.as_ref())
-        {
-            cmd.env_remove(name.as_ref());
-        }
-    }
-    let profile = profile_dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .expect("a profile directory name");
-    cmd.args([
-        "--profile",
-        if profile == "debug" { "dev" } else { profile },
-    ]);
-    // Cargo marks the root of a target directory with CACHEDIR.TAG.
-    let is_target_root = |dir: &Path| dir.join("CACHEDIR.TAG").is_file();
-    if let Some(parent) = profile_dir.parent() {
-        if is_target_root(parent) {
-            cmd.arg("--target-dir").arg(parent);
-        } else if let Some(root) = parent.parent().filter(|d| is_target_root(d)) {
-            cmd.arg("--target-dir")
-                .arg(root)
-                .arg("--target")
-                .arg(parent.file_name().expect("a target triple directory name"));
-        }
-    }
-    if cfg!(feature = "cli") {
-        cmd.args(["--features", "cli"]);
-    }
-    let mut child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run cargo to build the example");
-    let stderr = drain(child.stderr.take().expect("piped stderr"));
-    let status = wait_for_exit(&mut child, BUILD_BOUND);
-    let stderr = stderr.join().expect("the stderr reader");
-    match status {
-        Some(s) if s.success() => {}
-        Some(s) => panic!("building the example failed ({s}):\n{stderr}"),
-        None => panic!("building the example took longer than {BUILD_BOUND:?}:\n{stderr}"),
-    }
-}
-
-/// Reads a pipe to its end on a thread.
-fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
-    thread::spawn(move || {
-        let mut text = String::new();
-        let _ = pipe.read_to_string(&mut text);
-        text
-    })
-}
-
-/// Waits at most `bound` for the child to exit; kills it and returns `None`
-/// if it does not.
-fn wait_for_exit(child: &mut Child, bound: Duration) -> Option<ExitStatus> {
-    let mut status = None;
-    wait_until(bound, || {
-        status = child.try_wait().expect("poll the child");
-        status.is_some()
-    });
-    if status.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    status
-}
-
-/// A running entries server. Dropping it kills the process if it is still
-/// running, waits for it, and removes its dead-letter file.
-struct Service {
-    child: Child,
-    addr: String,
-    dead_letters: PathBuf,
-    stdout: mpsc::Receiver<String>,
-    readers: Vec<JoinHandle<()>>,
-    stderr: Arc<Mutex<String>>,
-}
-
-/// How the process ended.
-struct Exit {
-    status: ExitStatus,
-    /// The last line on stdout, parsed.
-    summary: Value,
-    stderr: String,
-    /// The dead-letter file's letters, read after the exit.
-    letters: Vec<DeadLetter>,
-}
-
-impl Service {
-    /// Starts the server on a free port with these variables (and a fresh
-    /// dead-letter file), and waits for its `listening on` line.
-    fn start(name: &str, vars: &[(&str, &str)]) -> Service {
-        let dead_letters = std::env::temp_dir().join(format!(
-            "hookpool-entries-{}-{name}.jsonl",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_file(&dead_letters);
-        let mut cmd = Command::new(binary());
-        for var in SERVER_VARS {
-            cmd.env_remove(var);
-        }
-        cmd.env("LISTEN", "127.0.0.1:0")
-            .env("DEAD_LETTERS", &dead_letters)
-            .env("RUST_LOG", "info")
-            .envs(vars.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("start the entries server");
-
-        let (tx, stdout) = mpsc::channel();
-        let out = BufReader::new(child.stdout.take().expect("piped stdout"));
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (err_pipe, err_text) = (
-            child.stderr.take().expect("piped stderr"),
-            Arc::clone(&stderr),
-        );
-        let readers = vec![
-            thread::spawn(move || {
-                for line in out.lines().map_while(Result::ok) {
-                    let _ = tx.send(line);
-                }
-            }),
-            thread::spawn(move || {
-                for line in BufReader::new(err_pipe).lines().map_while(Result::ok) {
-                    let mut text = err_text.lock().unwrap();
-                    text.push_str(&line);
-                    text.push('\n');
-                }
-            }),
-        ];
-        let mut service = Service {
-            child,
-            addr: String::new(),
-            dead_letters,
-            stdout,
-            readers,
-            stderr,
-        };
-        match service.stdout.recv_timeout(BOUND) {
-            Ok(line) => match line.strip_prefix("listening on ") {
-                Some(addr) => service.addr = addr.to_owned(),
-                None => panic!("unexpected first line {line:?}"),
-            },
-            Err(e) => {
-                let _ = service.child.kill();
-                let _ = service.child.wait();
-                for r in service.readers.drain(..) {
-                    let _ = r.join();
-                }
-                panic!(
-                    "the server did not start ({e}):\n{}",
-                    service.stderr.lock().unwrap()
-                );
-            }
-        }
-        service
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// Sends a signal, waits (bounded) for the process to exit, and returns
-    /// its status, summary line and stderr.
-    fn stop(self, signal: &str) -> Exit {
-        self.signal(signal);
-        self.exit()
-    }
-
-    fn signal(&self, signal: &str) {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill")
-            .args([signal, &pid])
-            .status()
-            .expect("run kill");
-        assert!(sent.success(), "kill {signal} {pid} failed");
-    }
-
-    /// Waits (bounded) until stderr has shown `needle`.
-    fn wait_for_stderr(&self, needle: &str, bound: Duration) {
-        assert!(
-            wait_until(bound, || self.stderr.lock().unwrap().contains(needle)),
-            "{needle:?} not on stderr within {bound:?}:\n{}",
-            self.stderr.lock().unwrap()
-        );
-    }
-
-    /// Waits (bounded) for the exit after a signal, and returns the status,
-    /// summary line and stderr.
-    fn exit(mut self) -> Exit {
-        let status = wait_for_exit(&mut self.child, BOUND);
-        for r in self.readers.drain(..) {
-            r.join().expect("a pipe reader");
-        }
-        let stderr = self.stderr.lock().unwrap().clone();
-        let Some(status) = status else {
-            panic!("the server did not exit within {BOUND:?} of its signal:\n{stderr}");
-        };
-        let lines: Vec<String> = self.stdout.try_iter().collect();
-        let summary = lines
-            .last()
-            .and_then(|l| serde_json::from_str(l).ok())
-            .unwrap_or_else(|| panic!("no summary line in {lines:?}:\n{stderr}"));
-        Exit {
-            status,
-            summary,
-            stderr,
-            letters: self.dead_letters(),
-        }
-    }
-
-    fn dead_letters(&self) -> Vec<DeadLetter> {
-        match JsonlDeadLetters::read(&self.dead_letters) {
-            Ok(letters) => letters,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => panic!("reading {}: {e}", self.dead_letters.display()),
-        }
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-        for r in self.readers.drain(..) {
-            let _ = r.join();
-        }
-        let _ = std::fs::remove_file(&self.dead_letters);
-    }
-}
-
-// ---------------------------------------------------------------------------
-// HTTP helpers.
-// ---------------------------------------------------------------------------
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(BOUND))
-        .build()
-        .into()
-}
-
-struct Answer {
-    status: u16,
-    body: Value,
-    headers: ureq::http::HeaderMap,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-}
-
-fn answer(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Answer {
-    let mut resp = result.expect("an HTTP answer");
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let text = resp.body_mut().read_to_string().expect("a body");
-    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    Answer {
-        status,
-        body,
-        headers,
-    }
-}
-
-fn post(service: &Service, body: &str) -> Answer {
-    answer(
-        agent()
-            .post(service.url("/entries"))
-            .header("Content-Type", "application/json")
-            .send(body),
-    )
-}
-
-fn post_entry(service: &Service, n: u64) -> u64 {
-    let a = post(
-        service,
-        &json!({"text": format!("entry {n}"), "mood": 1 + n % 10, "category": "test"}).to_string(),
-    );
-    assert_eq!(a.status, 201, "{:?}", a.body);
-    a.body["id"].as_u64().expect("an entry id")
-}
-
-fn metrics(service: &Service) -> String {
-    let mut resp = agent()
-        .get(service.url("/metrics"))
-        .call()
-        .expect("GET /metrics");
-    assert_eq!(resp.status().as_u16(), 200);
-    resp.body_mut().read_to_string().expect("the metrics text")
-}
-
-/// The value of the sample whose line starts with `series`.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
-fn payload(req: &Recorded) -> Value {
-    serde_json::from_slice(&req.body).expect("a JSON webhook body")
-}
-
-/// Entry ids in the webhooks the receiver saw, with their events.
-fn received(receiver: &TestServer) -> HashSet<(String, u64)> {
-    receiver
-        .requests()
-        .iter()
-        .map(payload)
-        .map(|p| {
-            (
-                p["event"].as_str().unwrap().to_owned(),
-                p["entry_id"].as_u64().unwrap(),
-            )
-        })
-        .collect()
-}
-
-/// Checks that every webhook a 2xx answer promised was received or is in the
-/// dead-letter file with an allowed reason.
-fn assert_each_promise_kept(
-    promised: &[(&str, u64)],
-    receiver: &TestServer,
-    letters: &[DeadLetter],
-    allowed: &[DeadLetterReason],
-) {
-    let got = received(receiver);
-    let mut lettered = HashSet::new();
-    for letter in letters {
-        assert!(allowed.contains(&letter.reason), "{letter:?}");
-        let p: Value = serde_json::from_str(letter.payload.get()).unwrap();
-        lettered.insert((
-            p["event"].as_str().unwrap().to_owned(),
-            p["entry_id"].as_u64().unwrap(),
-        ));
-    }
-    for (event, id) in promised {
-        let key = ((*event).to_owned(), *id);
-        assert!(
-            got.contains(&key) || lettered.contains(&key),
-            "{event} for entry {id} was neither received nor dead-lettered"
-        );
-    }
-}
-
-// ---------------------------------------------------------------------------
-// The tests.
-// ---------------------------------------------------------------------------
+use crate::common::server::{Reply, TestServer};
+use crate::common::tempdir::TempDir;
+use crate::common::{Gate, promtool_check, wait_until};
+use crate::service::*;
 
 #[test]
 fn a_new_entry_is_answered_201_and_sent_as_a_signed_webhook() {
@@ -702,12 +270,7 @@ fn metrics_are_prometheus_text() {
 fn a_full_queue_never_fails_the_api_and_dead_letters_the_webhooks() {
     // The receiver holds every answer until the gate opens, so the one
     // worker stays busy and the one-slot queue stays full.
-    let gate = Gate::default();
-    let hold = gate.clone();
-    let receiver = TestServer::start(move |_| {
-        hold.wait_for(BOUND);
-        Reply::Status(204)
-    });
+    let (receiver, gate) = gated_receiver();
     let url = receiver.url("/hooks");
     let service = Service::start(
         "queue-full",
@@ -765,9 +328,9 @@ fn a_full_queue_never_fails_the_api_and_dead_letters_the_webhooks() {
 }
 
 #[test]
-fn sigterm_with_webhooks_queued_delivers_or_dead_letters_each_one() {
+fn without_a_journal_sigterm_delivers_or_dead_letters_each_one() {
     // 300 ms per delivery and one worker: most webhooks are still queued at
-    // the 0.5 s shutdown deadline.
+    // the 0.5 s shutdown deadline. `JOURNAL=""`: no journal to keep them in.
     let receiver = TestServer::start(|_| {
         Reply::Delay(Duration::from_millis(300), Box::new(Reply::Status(204)))
     });
@@ -780,8 +343,10 @@ fn sigterm_with_webhooks_queued_delivers_or_dead_letters_each_one() {
             ("QUEUE_CAPACITY", "64"),
             ("SHUTDOWN_TIMEOUT", "0.5"),
             ("WEBHOOK_TIMEOUT", "5"),
+            ("JOURNAL", ""),
         ],
     );
+    let dir = Arc::clone(&service.dir);
 
     let mut promised: Vec<(&str, u64)> = (0..10)
         .map(|n| ("entry_created", post_entry(&service, n)))
@@ -817,6 +382,16 @@ fn sigterm_with_webhooks_queued_delivers_or_dead_letters_each_one() {
     assert!(
         n("dead_lettered") >= 1,
         "the deadline should have cut the queue: {s}"
+    );
+    assert_eq!(n("kept"), 0, "{s}");
+    assert!(
+        !dir.path(DEFAULT_JOURNAL).exists(),
+        "JOURNAL=\"\" made a journal"
+    );
+    assert!(
+        exit.stderr.contains("no journal"),
+        "no warning about running without a journal: {}",
+        exit.stderr
     );
 
     let letters = &exit.letters;
@@ -958,23 +533,10 @@ fn bad_configuration_exits_2_with_a_clear_message() {
             "WEBHOOK_SECRET",
         ),
     ];
+    let dir = TempDir::new("entries-bad-config");
     for (vars, message) in cases {
-        let mut cmd = Command::new(binary());
-        for var in SERVER_VARS {
-            cmd.env_remove(var);
-        }
-        let mut child = cmd
-            .env("LISTEN", "127.0.0.1:0")
-            .envs(vars.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the entries server");
-        let stderr = drain(child.stderr.take().unwrap());
-        let status = wait_for_exit(&mut child, BOUND);
-        let stderr = stderr.join().unwrap();
-        assert_eq!(status.and_then(|s| s.code()), Some(2), "{vars:?}: {stderr}");
+        let (status, stderr) = start_failing(&dir, vars);
+        assert_eq!(status, Some(2), "{vars:?}: {stderr}");
         assert!(stderr.contains(message), "{vars:?}: {stderr}");
         assert!(
             !stderr.contains("not-base64"),
