@@ -42,7 +42,8 @@ use hookpool::{BreakerConfig, Dispatcher, RetryPolicy, TlsConfig, Webhook};
 use serde_json::{Value, json};
 
 use loopback::measure::{self, ChildArgs, Tracker};
-use loopback::{BODY, RESULT_PREFIX, Receiver};
+use loopback::wrk::Wrk;
+use loopback::{BODY, RESULT_PREFIX, Receiver, env_or};
 
 const VARIANTS: [&str; 4] = [
     "hookpool",
@@ -77,13 +78,6 @@ fn main() {
         eprintln!("delivery benchmark failed: {e}");
         std::process::exit(1);
     }
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 // ---------------------------------------------------------------- children
@@ -353,92 +347,6 @@ fn build_async_variant() -> Option<PathBuf> {
             None
         }
     }
-}
-
-struct Wrk {
-    version: String,
-}
-
-impl Wrk {
-    fn find() -> Option<Wrk> {
-        let out = Command::new("wrk").arg("--version").output().ok()?;
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let version = text
-            .lines()
-            .next()
-            .unwrap_or("wrk")
-            .split(" [")
-            .next()?
-            .to_owned();
-        Some(Wrk { version })
-    }
-
-    /// `wrk -t1 -c<concurrency>` POSTing [`BODY`] for `secs`: requests/s,
-    /// p50 and p99 in ms. One thread: nginx has one worker, so wrk and nginx
-    /// each get one of the two cores (two wrk threads measured lower).
-    fn run(&self, url: &str, concurrency: usize, secs: u64, dir: &Path) -> Option<Value> {
-        let script = dir.join("post.lua");
-        std::fs::write(
-            &script,
-            format!(
-                "wrk.method = \"POST\"\nwrk.body = '{BODY}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"
-            ),
-        )
-        .ok()?;
-        let mut cmd = Command::new("wrk");
-        cmd.args([
-            "-t1",
-            &format!("-c{concurrency}"),
-            &format!("-d{secs}s"),
-            "--latency",
-            "-s",
-        ])
-        .arg(&script)
-        .arg(url);
-        let (_, text) = match loopback::run_bounded(cmd, Duration::from_secs(secs + 30)) {
-            Ok(out) => out,
-            Err(e) => {
-                eprintln!("wrk: {e}");
-                return None;
-            }
-        };
-        let per_sec: f64 = text
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("Requests/sec:"))?
-            .trim()
-            .parse()
-            .ok()?;
-        let pct = |p: &str| {
-            text.lines()
-                .find_map(|l| l.trim().strip_prefix(p))
-                .and_then(|v| parse_wrk_duration(v.trim()))
-        };
-        let errors = text
-            .lines()
-            .any(|l| l.contains("Non-2xx") || l.contains("Socket errors"));
-        Some(json!({
-            "variant": "wrk",
-            "concurrency": concurrency,
-            "per_sec": per_sec,
-            "p50_ms": pct("50%"),
-            "p99_ms": pct("99%"),
-            "errors": errors,
-        }))
-    }
-}
-
-/// wrk prints `123.45us`, `1.23ms` or `1.02s`.
-fn parse_wrk_duration(v: &str) -> Option<f64> {
-    let (num, scale) = if let Some(n) = v.strip_suffix("us") {
-        (n, 1e-3)
-    } else if let Some(n) = v.strip_suffix("ms") {
-        (n, 1.0)
-    } else if let Some(n) = v.strip_suffix('s') {
-        (n, 1e3)
-    } else {
-        return None;
-    };
-    num.parse::<f64>().ok().map(|x| x * scale)
 }
 
 fn orchestrate() -> Result<(), String> {
@@ -790,16 +698,10 @@ fn print_table(scheme: &str, summary: &Value) {
             "hookpool / best tokio: {}",
             verdict("hookpool_vs_best_tokio", 1.0)
         );
-        let rounds: Vec<String> = t["hookpool_vs_best_tokio_per_round"]
-            .as_array()
-            .map(|v| {
-                v.iter()
-                    .filter_map(Value::as_f64)
-                    .map(|x| format!("{x:.2}"))
-                    .collect()
-            })
-            .unwrap_or_default();
-        println!("  per round: {}", rounds.join(" "));
+        println!(
+            "  per round: {}",
+            loopback::two_decimals(&t["hookpool_vs_best_tokio_per_round"])
+        );
         println!(
             "hookpool / wrk ceiling: {}",
             verdict("hookpool_vs_wrk", 0.7)

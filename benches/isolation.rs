@@ -38,14 +38,7 @@ use std::time::{Duration, Instant};
 use hookpool::{BreakerState, Dispatcher, Webhook};
 use serde_json::{Value, json};
 
-use loopback::{BODY, Hanging, Receiver};
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use loopback::{BODY, Hanging, Receiver, env_or};
 
 /// Healthy deliveries: how many, when the last one landed, and the longest
 /// gap between two of them (nanoseconds since the run's start).

@@ -1,9 +1,11 @@
-//! What the delivery and isolation benchmarks share: the receiver on
-//! 127.0.0.1 (nginx when installed, else a small std server), an endpoint that
-//! never answers, the child-process protocol, and readings from `/proc`.
+//! What the delivery, isolation and push-back benchmarks share: the receiver
+//! on 127.0.0.1 (nginx when installed, else a small std server), with or
+//! without a rate limit, an endpoint that never answers, the child-process
+//! protocol, wrk, and readings from `/proc`.
 #![allow(dead_code)]
 
 pub mod measure;
+pub mod wrk;
 pub use measure::BODY;
 
 use std::fs;
@@ -12,13 +14,22 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 /// How a child process marks its result line on stdout.
 pub const RESULT_PREFIX: &str = "RESULT ";
+
+/// The value of the environment variable `name`, or `default` if it is
+/// unset or does not parse.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 
 /// Where results go: `$CARGO_TARGET_DIR/bench-results`, else `target/bench-results`.
 pub fn results_dir() -> PathBuf {
@@ -28,7 +39,17 @@ pub fn results_dir() -> PathBuf {
     target.join("bench-results")
 }
 
-/// An HTTP receiver answering `204 No Content` to everything.
+/// A receiver's rate limit: a token bucket that refills at `rate` requests
+/// a second and lets `burst` more through at once; beyond that the answer is
+/// `429 Too Many Requests` with `Retry-After: 1`.
+#[derive(Debug, Clone, Copy)]
+pub struct Limit {
+    pub rate: u32,
+    pub burst: u32,
+}
+
+/// An HTTP receiver answering `204 No Content` to everything, or to what its
+/// [`Limit`] allows.
 pub struct Receiver {
     pub kind: &'static str,
     pub version: String,
@@ -55,17 +76,32 @@ impl Receiver {
     /// nginx (`return 204;`, one worker process) if it is on PATH, unless
     /// `HOOKPOOL_BENCH_RECEIVER=fallback`; else the in-process std server.
     pub fn start() -> io::Result<Receiver> {
+        Receiver::start_with(None)
+    }
+
+    /// The same behind a rate limit: nginx's own (`limit_req ... nodelay`,
+    /// 429 with `Retry-After: 1`), or a token bucket in the fallback server
+    /// that answers the same way.
+    pub fn start_limited(limit: Limit) -> io::Result<Receiver> {
+        Receiver::start_with(Some(limit))
+    }
+
+    fn start_with(limit: Option<Limit>) -> io::Result<Receiver> {
         let want_fallback = std::env::var("HOOKPOOL_BENCH_RECEIVER").is_ok_and(|v| v == "fallback");
         if !want_fallback {
-            match start_nginx() {
+            match start_nginx(limit) {
                 Ok(r) => return Ok(r),
                 Err(e) => eprintln!("nginx unavailable ({e}); using the in-process receiver"),
             }
         }
-        let server = FallbackServer::start()?;
+        let server = FallbackServer::start_with(limit)?;
+        let version = match limit {
+            Some(_) => "std TcpListener, thread per connection, token bucket",
+            None => "std TcpListener, thread per connection",
+        };
         Ok(Receiver {
             kind: "fallback",
-            version: "std TcpListener, thread per connection".into(),
+            version: version.into(),
             addr: server.addr,
             https: None,
             inner: ReceiverInner::Fallback(server),
@@ -127,7 +163,34 @@ fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn start_nginx() -> io::Result<Receiver> {
+/// nginx's configuration for a [`Limit`]: the zone (in `http`) and what
+/// `location /` does. Over the limit, `limit_req` answers 429, which
+/// `@limited` sends with `Retry-After: 1`. `return` runs before `limit_req`
+/// (rewrite phase, before preaccess), so the 204 comes from a named location
+/// reached through `try_files`, after the limit has been checked. Refusals
+/// are logged at info, below the `warn` that reaches stderr.
+fn nginx_limit(limit: Option<Limit>) -> (String, String) {
+    let Some(Limit { rate, burst }) = limit else {
+        return (String::new(), "location / { return 204; }".to_owned());
+    };
+    let zone = format!(
+        "limit_req_zone $binary_remote_addr zone=hooks:1m rate={rate}r/s;\n\
+         limit_req_status 429;\n\
+         limit_req_log_level info;\n"
+    );
+    let location = format!(
+        "location / {{\n\
+           limit_req zone=hooks burst={burst} nodelay;\n\
+           error_page 429 = @limited;\n\
+           try_files /nonexistent @ok;\n\
+         }}\n\
+         location @ok {{ return 204; }}\n\
+         location @limited {{ add_header Retry-After 1 always; return 429; }}"
+    );
+    (zone, location)
+}
+
+fn start_nginx(limit: Option<Limit>) -> io::Result<Receiver> {
     let version = Command::new("nginx").arg("-v").output()?;
     let version = String::from_utf8_lossy(&version.stderr)
         .trim()
@@ -135,9 +198,14 @@ fn start_nginx() -> io::Result<Receiver> {
         .to_owned();
     let port = free_port()?;
     let tls_port = free_port()?;
-    let dir = std::env::temp_dir().join(format!("hookpool-bench-nginx-{}", std::process::id()));
+    // One directory per instance: a benchmark may run several at once.
+    let dir = std::env::temp_dir().join(format!(
+        "hookpool-bench-nginx-{}-{port}",
+        std::process::id()
+    ));
     fs::create_dir_all(&dir)?;
     let ca_file = write_test_certificates(&dir)?;
+    let (zone, location) = nginx_limit(limit);
     let conf = format!(
         "daemon off;\n\
          worker_processes 1;\n\
@@ -149,14 +217,15 @@ fn start_nginx() -> io::Result<Receiver> {
            client_body_temp_path {dir}/body;\n\
            keepalive_requests 1000000;\n\
            keepalive_timeout 120s;\n\
-           server {{ listen 127.0.0.1:{port}; location / {{ return 204; }} }}\n\
+           {zone}\
+           server {{ listen 127.0.0.1:{port}; {location} }}\n\
            server {{\n\
              listen 127.0.0.1:{tls_port} ssl;\n\
              # No ssl_protocols: nginx 1.22 then offers TLS 1.2 only (1.3 by\n\
              # default since 1.23.4), and the run in docs/BENCHMARKS.md used that.\n\
              ssl_certificate {dir}/server.pem;\n\
              ssl_certificate_key {dir}/server.key;\n\
-             location / {{ return 204; }}\n\
+             {location}\n\
            }}\n\
          }}\n",
         dir = dir.display()
@@ -291,8 +360,9 @@ pub fn join_finished(threads: &mut Vec<JoinHandle<()>>) {
 }
 
 /// A minimal HTTP/1.1 keep-alive server: one thread per connection, reads a
-/// head and a `Content-Length` body, answers 204. Enough for the benchmark's
-/// clients, which all send `Content-Length` bodies.
+/// head and a `Content-Length` body, answers 204, or with a [`Limit`] 429
+/// and `Retry-After: 1` to what its bucket refuses. Enough for the
+/// benchmark's clients, which all send `Content-Length` bodies.
 pub struct FallbackServer {
     pub addr: SocketAddr,
     _acceptor: Acceptor,
@@ -300,13 +370,18 @@ pub struct FallbackServer {
 
 impl FallbackServer {
     pub fn start() -> io::Result<FallbackServer> {
+        FallbackServer::start_with(None)
+    }
+
+    pub fn start_with(limit: Option<Limit>) -> io::Result<FallbackServer> {
+        let bucket = Arc::new(limit.map(Bucket::new));
         let acceptor = Acceptor::start(
             "recv-accept",
-            |conns: &mut Vec<JoinHandle<()>>, stream, stop| {
-                let stop = Arc::clone(stop);
+            move |conns: &mut Vec<JoinHandle<()>>, stream, stop| {
+                let (stop, bucket) = (Arc::clone(stop), Arc::clone(&bucket));
                 if let Ok(h) = thread::Builder::new()
                     .name("recv-conn".into())
-                    .spawn(move || serve_204(stream, &stop))
+                    .spawn(move || serve(stream, &stop, bucket.as_ref().as_ref()))
                 {
                     conns.push(h);
                 }
@@ -325,7 +400,38 @@ impl FallbackServer {
     }
 }
 
-fn serve_204(stream: TcpStream, stop: &AtomicBool) {
+/// A token bucket as nginx's `limit_req ... nodelay` keeps one: `burst + 1`
+/// requests at once, refilled at `rate` a second.
+struct Bucket {
+    limit: Limit,
+    /// Tokens left, and when they were counted.
+    state: Mutex<(f64, Instant)>,
+}
+
+impl Bucket {
+    fn new(limit: Limit) -> Bucket {
+        let full = f64::from(limit.burst) + 1.0;
+        Bucket {
+            limit,
+            state: Mutex::new((full, Instant::now())),
+        }
+    }
+
+    fn take(&self) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let refill = (now - state.1).as_secs_f64() * f64::from(self.limit.rate);
+        state.0 = (state.0 + refill).min(f64::from(self.limit.burst) + 1.0);
+        state.1 = now;
+        let allowed = state.0 >= 1.0;
+        if allowed {
+            state.0 -= 1.0;
+        }
+        allowed
+    }
+}
+
+fn serve(stream: TcpStream, stop: &AtomicBool, bucket: Option<&Bucket>) {
     let _ = stream.set_nodelay(true);
     // Wake now and then to notice shutdown; never block on a client that
     // stopped reading.
@@ -390,10 +496,11 @@ fn serve_204(stream: TcpStream, stop: &AtomicBool) {
                 Err(_) => break 'conn,
             }
         }
-        let reply: &[u8] = if close {
-            b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"
-        } else {
-            b"HTTP/1.1 204 No Content\r\n\r\n"
+        let reply: &[u8] = match (bucket.is_none_or(Bucket::take), close) {
+            (true, true) => b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n",
+            (true, false) => b"HTTP/1.1 204 No Content\r\n\r\n",
+            (false, true) => b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            (false, false) => b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n",
         };
         if out.write_all(reply).is_err() || close {
             break;
@@ -431,6 +538,96 @@ impl Hanging {
     }
 }
 
+/// A child that serves until stopped (a receiver such as `hookpool
+/// listen`), in its own process group. Its stdout is read to the end by a
+/// thread, which counts the lines by their first word and keeps the last.
+/// Stopped (SIGTERM, then SIGKILL after 5 s) and reaped on drop.
+pub struct Service {
+    child: Child,
+    output: Option<JoinHandle<ServiceOutput>>,
+    /// The first line it printed.
+    pub first_line: String,
+}
+
+/// What a [`Service`] printed after its first line.
+#[derive(Debug, Default)]
+pub struct ServiceOutput {
+    /// Lines by their first word.
+    pub by_first_word: std::collections::BTreeMap<String, u64>,
+    pub last_line: Option<String>,
+}
+
+impl Service {
+    /// Starts `cmd` and waits up to `ready` for its first line on stdout.
+    pub fn start(mut cmd: Command, ready: Duration) -> io::Result<Service> {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (first_tx, first_rx) = std::sync::mpsc::channel();
+        let spawned = thread::Builder::new()
+            .name("service-stdout".into())
+            .spawn(move || {
+                let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+                let _ = first_tx.send(lines.next().unwrap_or_default());
+                let mut out = ServiceOutput::default();
+                for line in lines {
+                    let word = line.split_whitespace().next().unwrap_or("").to_owned();
+                    *out.by_first_word.entry(word).or_default() += 1;
+                    out.last_line = Some(line);
+                }
+                out
+            });
+        let mut service = Service {
+            child,
+            output: None,
+            first_line: String::new(),
+        };
+        service.output = Some(spawned?);
+        service.first_line = first_rx
+            .recv_timeout(ready)
+            .map_err(|_| io::Error::other(format!("no first line within {ready:?}")))?;
+        Ok(service)
+    }
+
+    /// Stops it (SIGTERM first, so that it can print a summary) and returns
+    /// what it printed.
+    pub fn stop(mut self) -> ServiceOutput {
+        stop_group(&mut self.child, Duration::from_secs(5));
+        self.output
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        stop_group(&mut self.child, Duration::from_secs(5));
+        if let Some(h) = self.output.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// The numbers in a JSON array with two decimals, space-separated (per
+/// round figures in the printed tables).
+pub fn two_decimals(values: &serde_json::Value) -> String {
+    values
+        .as_array()
+        .map(|v| {
+            v.iter()
+                .filter_map(serde_json::Value::as_f64)
+                .map(|x| format!("{x:.2}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
 /// The median of a few numbers (NaN ignored).
 pub fn median(values: &[f64]) -> f64 {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
@@ -449,11 +646,36 @@ pub fn median(values: &[f64]) -> f64 {
 /// Runs `cmd` with stdout piped and stderr inherited, for at most `limit`:
 /// past it the child is killed. Always waits for the child and joins the
 /// thread reading its output. Returns the exit status and stdout.
-pub fn run_bounded(mut cmd: Command, limit: Duration) -> Result<(ExitStatus, String), String> {
+pub fn run_bounded(cmd: Command, limit: Duration) -> Result<(ExitStatus, String), String> {
+    run(cmd, limit, false).map(|r| (r.status, r.stdout))
+}
+
+/// What [`run_traced`] gives back.
+pub struct Traced {
+    pub status: ExitStatus,
+    pub stdout: String,
+    /// Each line of stderr, with when it was read (since the start).
+    pub stderr: Vec<(Duration, String)>,
+    /// From the start to the exit, seen within 20 ms.
+    pub elapsed: Duration,
+}
+
+/// Like [`run_bounded`], with stderr piped too: each of its lines is
+/// stamped with the time it was read, for a trace of what the child logged.
+pub fn run_traced(cmd: Command, limit: Duration) -> Result<Traced, String> {
+    run(cmd, limit, true)
+}
+
+fn run(mut cmd: Command, limit: Duration, trace: bool) -> Result<Traced, String> {
+    let started = Instant::now();
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(if trace {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        })
         .spawn()
         .map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
     let mut stdout = child.stdout.take().expect("stdout is piped");
@@ -465,7 +687,19 @@ pub fn run_bounded(mut cmd: Command, limit: Duration) -> Result<(ExitStatus, Str
             String::from_utf8_lossy(&out).into_owned()
         })
         .map_err(|e| e.to_string());
-    let deadline = Instant::now() + limit;
+    let stamper = child.stderr.take().map(|stderr| {
+        thread::Builder::new()
+            .name("child-stderr".into())
+            .spawn(move || {
+                BufReader::new(stderr)
+                    .lines()
+                    .map_while(Result::ok)
+                    .map(|line| (started.elapsed(), line))
+                    .collect::<Vec<_>>()
+            })
+            .map_err(|e| e.to_string())
+    });
+    let deadline = started + limit;
     let mut timed_out = false;
     let status = loop {
         match child.try_wait() {
@@ -483,13 +717,23 @@ pub fn run_bounded(mut cmd: Command, limit: Duration) -> Result<(ExitStatus, Str
             }
         }
     };
-    // The pipe closes when the child has exited, so the reader ends.
+    let elapsed = started.elapsed();
+    // The pipes close when the child has exited, so the readers end.
     let out = reader?.join().map_err(|_| "the stdout reader panicked")?;
+    let stderr = match stamper {
+        Some(h) => h?.join().map_err(|_| "the stderr reader panicked")?,
+        None => Vec::new(),
+    };
     let status = status?;
     if timed_out {
         return Err(format!("killed after {limit:?}: {cmd:?}"));
     }
-    Ok((status, out))
+    Ok(Traced {
+        status,
+        stdout: out,
+        stderr,
+        elapsed,
+    })
 }
 
 /// Runs a child (for at most `limit`) and returns the JSON object it printed
