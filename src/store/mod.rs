@@ -132,6 +132,9 @@ pub(crate) trait Store: Send + Sync + fmt::Debug {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct SharedQueueStats {
+    /// The queue's name ([`RedisQueue::new`](crate::RedisQueue)'s second
+    /// argument): processes on one queue report the same counts under it.
+    pub queue: String,
     /// Webhooks waiting for a worker.
     pub ready: u64,
     /// Webhooks waiting for a retry, a breaker or a pause, by due time.

@@ -469,6 +469,7 @@ impl Store for RedisStore {
         let mut commit_latency = Histogram::default();
         c.latency.add_to(&mut commit_latency);
         let mut shared = self.shared.status.lock().clone();
+        shared.queue.clone_from(&self.shared.queue.name);
         shared.enqueued = c.enqueued.load(Ordering::Relaxed);
         shared.stale = c.stale.load(Ordering::Relaxed);
         shared.reclaimed = c.reclaimed.load(Ordering::Relaxed);
