@@ -231,6 +231,47 @@ fn an_outage_returns_the_webhook_in_time_and_recovers() {
     let _ = hooks.shutdown();
 }
 
+/// AUTH comes through the URL, and the password shows nowhere: not in a
+/// build error, not in a send's error, not in `Debug`, not in a log line.
+#[test]
+fn the_password_in_the_url_authenticates_and_is_never_shown() {
+    const PASSWORD: &str = "s3cret-pw-7f2a";
+    let Some(mut redis) = RedisServer::start_with_password("auth", PASSWORD) else {
+        return;
+    };
+    logger::install();
+    let server = TestServer::start(|_: &Recorded| Reply::Status(204));
+    let wrong = format!("redis://:{PASSWORD}-wrong@127.0.0.1:{}/", redis.port());
+    let err = builder("auth-wrong", RedisQueue::new(&wrong, "auth"))
+        .build()
+        .unwrap_err();
+    let said = format!("{err} {err:?}");
+    assert!(said.contains("127.0.0.1"), "{said}");
+    let queue = RedisQueue::new(&redis.url(), "auth");
+    let shown = format!("{queue:?}");
+    assert!(shown.contains("REDACTED"), "{shown}");
+    let hooks = builder("auth", queue.timeout(Duration::from_millis(500)))
+        .build()
+        .unwrap();
+    hooks.send_durable(hook(&server, 0), BOUND).unwrap();
+    assert!(wait_until(BOUND, || hooks.stats().delivered == 1));
+    redis.kill();
+    let err = hooks.send_durable(hook(&server, 1), BOUND).unwrap_err();
+    let said = format!("{said} {err} {err:?} {shown}");
+    assert!(wait_until(BOUND, || !logger::lines_containing(
+        "auth: redis"
+    )
+    .is_empty()));
+    let _ = hooks.shutdown_timeout(Duration::ZERO);
+    let lines: Vec<String> = logger::all_lines()
+        .iter()
+        .map(|l| l.message.clone())
+        .collect();
+    for text in lines.iter().chain([&said]) {
+        assert!(!text.contains(PASSWORD), "the password shows: {text}");
+    }
+}
+
 /// A restart of Redis (SIGKILL, then its AOF with appendfsync always) loses
 /// nothing acknowledged.
 #[test]

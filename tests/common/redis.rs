@@ -15,12 +15,23 @@ pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: TempDir,
+    password: Option<String>,
 }
 
 impl RedisServer {
     /// Starts one, or `None` (the test then returns) where redis-server is
     /// not installed and not required.
     pub fn start(name: &str) -> Option<RedisServer> {
+        Self::start_with(name, None)
+    }
+
+    /// One that requires AUTH with `password` (`requirepass`); its
+    /// [`url`](Self::url) carries it.
+    pub fn start_with_password(name: &str, password: &str) -> Option<RedisServer> {
+        Self::start_with(name, Some(password))
+    }
+
+    fn start_with(name: &str, password: Option<&str>) -> Option<RedisServer> {
         if Command::new("redis-server")
             .arg("--version")
             .output()
@@ -43,13 +54,18 @@ impl RedisServer {
             child: None,
             port,
             dir: TempDir::new(&format!("redis-{name}")),
+            password: password.map(str::to_owned),
         };
         server.spawn();
         Some(server)
     }
 
     fn spawn(&mut self) {
-        let child = Command::new("redis-server")
+        let mut cmd = Command::new("redis-server");
+        if let Some(password) = &self.password {
+            cmd.args(["--requirepass", password]);
+        }
+        let child = cmd
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--appendonly", "yes", "--appendfsync", "always"])
             .args(["--save", "", "--maxmemory-policy", "noeviction"])
@@ -69,24 +85,37 @@ impl RedisServer {
         );
     }
 
+    /// redis-cli for this server, authenticated if it needs it.
+    fn redis_cli(&self) -> Command {
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["-p", &self.port.to_string()]);
+        if let Some(password) = &self.password {
+            cmd.args(["--no-auth-warning", "-a", password]);
+        }
+        cmd
+    }
+
     fn ping(&self) -> bool {
-        Command::new("redis-cli")
-            .args(["-p", &self.port.to_string(), "PING"])
+        self.redis_cli()
+            .arg("PING")
             .output()
             .is_ok_and(|o| o.stdout.starts_with(b"PONG"))
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        match &self.password {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{}/", self.port),
+            None => format!("redis://127.0.0.1:{}/", self.port),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// Runs a redis-cli command; its output.
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .expect("run redis-cli");
+        let out = self.redis_cli().args(args).output().expect("run redis-cli");
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
