@@ -5,6 +5,8 @@
 #![cfg(feature = "redis")]
 
 mod common;
+#[path = "tls/pki.rs"]
+mod pki;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -270,6 +272,28 @@ fn the_password_in_the_url_authenticates_and_is_never_shown() {
     for text in lines.iter().chain([&said]) {
         assert!(!text.contains(PASSWORD), "the password shows: {text}");
     }
+}
+
+/// `rediss://` speaks TLS: a Redis with a certificate from a private CA is
+/// refused until that CA is trusted, then works.
+#[test]
+fn a_rediss_url_speaks_tls_and_checks_the_certificate() {
+    let ca = pki::Ca::new("hookpool redis test CA");
+    let leaf = ca.issue(&["127.0.0.1"]);
+    let Some(redis) = RedisServer::start_tls("tls", &leaf.cert_pem, &leaf.key_pem, &ca.pem) else {
+        return;
+    };
+    let server = TestServer::start(|_: &Recorded| Reply::Status(204));
+    // The bundled roots do not know the private CA.
+    let err = builder("tls-untrusted", RedisQueue::new(&redis.url(), "tls"))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("UnknownIssuer"), "{err}");
+    let queue = RedisQueue::new(&redis.url(), "tls").tls_root_certificates_pem(ca.pem.clone());
+    let hooks = builder("tls", queue).build().unwrap();
+    hooks.send_durable(hook(&server, 0), BOUND).unwrap();
+    assert!(wait_until(BOUND, || hooks.stats().delivered == 1));
+    assert_eq!(hooks.shutdown().stats.delivered, 1);
 }
 
 /// A restart of Redis (SIGKILL, then its AOF with appendfsync always) loses

@@ -16,22 +16,40 @@ pub struct RedisServer {
     port: u16,
     dir: TempDir,
     password: Option<String>,
+    /// Serves TLS only, with these files in `dir`.
+    tls: bool,
 }
 
 impl RedisServer {
     /// Starts one, or `None` (the test then returns) where redis-server is
     /// not installed and not required.
     pub fn start(name: &str) -> Option<RedisServer> {
-        Self::start_with(name, None)
+        Self::start_with(name, None, None)
     }
 
     /// One that requires AUTH with `password` (`requirepass`); its
     /// [`url`](Self::url) carries it.
     pub fn start_with_password(name: &str, password: &str) -> Option<RedisServer> {
-        Self::start_with(name, Some(password))
+        Self::start_with(name, Some(password), None)
     }
 
-    fn start_with(name: &str, password: Option<&str>) -> Option<RedisServer> {
+    /// One that serves TLS only (no plain port), with the certificate
+    /// `cert_pem` and its key, and `ca_pem` as the CA; its
+    /// [`url`](Self::url) is `rediss://127.0.0.1:PORT/`.
+    pub fn start_tls(
+        name: &str,
+        cert_pem: &str,
+        key_pem: &str,
+        ca_pem: &str,
+    ) -> Option<RedisServer> {
+        Self::start_with(name, None, Some([cert_pem, key_pem, ca_pem]))
+    }
+
+    fn start_with(
+        name: &str,
+        password: Option<&str>,
+        tls: Option<[&str; 3]>,
+    ) -> Option<RedisServer> {
         if Command::new("redis-server")
             .arg("--version")
             .output()
@@ -55,7 +73,13 @@ impl RedisServer {
             port,
             dir: TempDir::new(&format!("redis-{name}")),
             password: password.map(str::to_owned),
+            tls: tls.is_some(),
         };
+        if let Some(files) = tls {
+            for (file, pem) in ["tls.crt", "tls.key", "ca.crt"].iter().zip(files) {
+                std::fs::write(server.dir.path(file), pem).expect("write a TLS file");
+            }
+        }
         server.spawn();
         Some(server)
     }
@@ -65,8 +89,20 @@ impl RedisServer {
         if let Some(password) = &self.password {
             cmd.args(["--requirepass", password]);
         }
+        if self.tls {
+            cmd.args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(self.dir.path("tls.crt"))
+                .arg("--tls-key-file")
+                .arg(self.dir.path("tls.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(self.dir.path("ca.crt"))
+                .args(["--tls-auth-clients", "no"]);
+        } else {
+            cmd.args(["--port", &self.port.to_string()]);
+        }
         let child = cmd
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--bind", "127.0.0.1"])
             .args(["--appendonly", "yes", "--appendfsync", "always"])
             .args(["--save", "", "--maxmemory-policy", "noeviction"])
             .arg("--dir")
@@ -92,6 +128,11 @@ impl RedisServer {
         if let Some(password) = &self.password {
             cmd.args(["--no-auth-warning", "-a", password]);
         }
+        if self.tls {
+            cmd.arg("--tls")
+                .arg("--cacert")
+                .arg(self.dir.path("ca.crt"));
+        }
         cmd
     }
 
@@ -103,6 +144,9 @@ impl RedisServer {
     }
 
     pub fn url(&self) -> String {
+        if self.tls {
+            return format!("rediss://127.0.0.1:{}/", self.port);
+        }
         match &self.password {
             Some(password) => format!("redis://:{password}@127.0.0.1:{}/", self.port),
             None => format!("redis://127.0.0.1:{}/", self.port),

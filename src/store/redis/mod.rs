@@ -64,6 +64,8 @@ pub struct RedisQueue {
     pub(crate) ttl: Duration,
     pub(crate) max_deaths: u32,
     pub(crate) timeout: Duration,
+    /// CA certificates (PEM) to trust instead of the bundled roots.
+    pub(crate) tls_roots: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for RedisQueue {
@@ -75,6 +77,7 @@ impl fmt::Debug for RedisQueue {
             .field("ttl", &self.ttl)
             .field("max_deaths", &self.max_deaths)
             .field("timeout", &self.timeout)
+            .field("tls_roots", &self.tls_roots.as_ref().map(|_| ".."))
             .finish()
     }
 }
@@ -97,7 +100,26 @@ impl RedisQueue {
             ttl: Duration::from_secs(30),
             max_deaths: 3,
             timeout: Duration::from_secs(5),
+            tls_roots: None,
         }
+    }
+
+    /// For a `rediss://` URL: trusts the CA certificates in `pem` instead of
+    /// the bundled Mozilla roots, for a Redis whose certificate comes from a
+    /// private CA. Without it, a `rediss://` URL trusts the bundled roots
+    /// (`rediss://host/#insecure` turns verification off: for tests only).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pem = b"-----BEGIN CERTIFICATE-----\n...\n-----END CERTIFICATE-----\n";
+    /// let queue = hookpool::RedisQueue::new("rediss://redis.internal:6380/", "hooks")
+    ///     .tls_root_certificates_pem(pem.to_vec());
+    /// # drop(queue);
+    /// ```
+    pub fn tls_root_certificates_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_roots = Some(pem.into());
+        self
     }
 
     /// Enqueues only: this process delivers nothing (a web process, say).

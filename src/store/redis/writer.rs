@@ -237,11 +237,20 @@ use std::fmt;
 impl RedisStore {
     pub(crate) fn start(queue: RedisQueue, name: &str) -> Result<Arc<Self>, StoreError> {
         let target = crate::webhook::redact_url(&queue.url);
-        let client =
-            redis::Client::open(queue.url.as_str()).map_err(|e| StoreError::Unavailable {
-                target: target.clone(),
-                detail: format!("not a redis url ({:?})", e.kind()),
-            })?;
+        let client = match &queue.tls_roots {
+            Some(pem) => redis::Client::build_with_tls(
+                queue.url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+            None => redis::Client::open(queue.url.as_str()),
+        }
+        .map_err(|e| StoreError::Unavailable {
+            target: target.clone(),
+            detail: format!("not a redis url, or bad CA certificates ({:?})", e.kind()),
+        })?;
         let shared = Arc::new(Shared {
             keys: Keys::new(&queue.name),
             worker: identity(),
