@@ -293,16 +293,7 @@ fn round(scenario: Scenario, rng: &mut fastrand::Rng) -> (usize, usize) {
 
 #[test]
 fn acknowledged_webhooks_survive_sigkill() {
-    let rounds: usize = std::env::var("HOOKPOOL_CRASH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
-    let seed: u64 = std::env::var("HOOKPOOL_CRASH_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| fastrand::u64(..));
-    println!("crash rounds: {rounds}, seed {seed} (HOOKPOOL_CRASH_SEED replays it)");
-    let mut rng = fastrand::Rng::with_seed(seed);
+    let (rounds, mut rng, _) = common::crash_rounds("crash rounds", 20);
     let scenarios = [
         Scenario::Burst,
         Scenario::Retries,

@@ -167,6 +167,42 @@ fn dead_letters_live_in_the_journal_and_replay_moves_them_back() {
     assert_eq!(report.kept, 0);
 }
 
+/// A durable send with a cursor that finds no room once committed comes
+/// back `Full`, and takes its cursor with it: the journal still says the
+/// previous webhook is the last one in, so a program that resumes from the
+/// cursor sends this one again rather than skipping it. (The cursor used to
+/// stay, while the row was removed.)
+#[test]
+fn a_durable_send_that_comes_back_takes_its_cursor_back() {
+    let dir = TempDir::new("journal-cursor-back");
+    let path = dir.path("j.db");
+    let server = TestServer::start(|_: &Recorded| Reply::Hang);
+    let hooks = builder("cursor-back", &path)
+        .workers(1)
+        .queue_capacity(2)
+        .build()
+        .unwrap();
+    let handle = hooks.handle();
+    let send = |n: u32, wait: Duration| {
+        handle.send_durable_with_cursor(hook(&server, n), format!("line {n}"), wait)
+    };
+    // One in flight (never answered), then two queued behind it.
+    send(1, BOUND).unwrap();
+    assert!(server.wait_for_requests(1, BOUND));
+    send(2, BOUND).unwrap();
+    send(3, BOUND).unwrap();
+    let back = send(4, Duration::from_millis(100)).unwrap_err();
+    assert!(matches!(back, DurableError::Full(_)), "{back}");
+    let mut report = hooks.shutdown_timeout(Duration::ZERO);
+    assert_eq!(report.kept, 3);
+    drop(server);
+    report.wait_running(BOUND);
+    assert_eq!(
+        Journal::new(&path).read_cursor().unwrap().as_deref(),
+        Some("line 3")
+    );
+}
+
 /// A second dispatcher on a journal that one holds is refused with a clear
 /// error, in this process and from another.
 #[test]

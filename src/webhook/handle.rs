@@ -149,9 +149,15 @@ impl DispatchHandle {
     /// Like [`send_durable`](Self::send_durable), and saves `cursor` in the
     /// journal in the same transaction: the journal keeps the cursor of the
     /// last webhook committed, and hands it back after a restart
-    /// ([`Dispatcher::journal_cursor`](crate::Dispatcher::journal_cursor)).
-    /// A program that reads its webhooks from an input saves its position
-    /// there, and resumes after it: nothing is read twice or skipped.
+    /// ([`Dispatcher::journal_cursor`](crate::Dispatcher::journal_cursor),
+    /// or [`Journal::read_cursor`](crate::Journal::read_cursor) before a
+    /// start). A program that reads its webhooks from an input saves its
+    /// position there, and resumes after it: nothing is read twice or
+    /// skipped. A webhook that comes back (`Full`, `Closed`) takes its
+    /// cursor with it: the journal again holds the one it replaced, so
+    /// the program may stop there and resume with that webhook. (With
+    /// several threads sending with cursors at once, only the last one sent
+    /// is put back this way.)
     ///
     /// # Errors
     ///

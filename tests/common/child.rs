@@ -81,9 +81,15 @@ impl Running {
             .expect("a line on the child's stdout in time")
     }
 
+    /// Ctrl-C: SIGINT.
     pub fn interrupt(&self) {
+        self.signal("INT");
+    }
+
+    /// Sends a signal by name (`INT`, `TERM`).
+    pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
             .expect("run kill");
         assert!(status.success());
@@ -130,9 +136,12 @@ impl Running {
     }
 
     /// Kills the child with SIGKILL (no chance to clean up) and reaps it.
-    pub fn kill(mut self) {
+    /// Returns whether it was still running, rather than already exited.
+    pub fn kill(mut self) -> bool {
+        let running = matches!(self.child.try_wait(), Ok(None));
         let _ = self.child.kill();
         let _ = self.child.wait();
+        running
     }
 
     /// Everything on stderr so far.

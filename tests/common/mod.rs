@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod child;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod exposition;
 pub mod logger;
 pub mod pacing;
@@ -26,6 +28,23 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(20));
     }
+}
+
+/// A crash test's rounds and random numbers: `HOOKPOOL_CRASH_ROUNDS` rounds
+/// (else `default`), and `HOOKPOOL_CRASH_SEED` (else a random seed), which
+/// is printed so that a failing run can be replayed. Returns the rounds,
+/// the generator and the seed.
+pub fn crash_rounds(what: &str, default: usize) -> (usize, fastrand::Rng, u64) {
+    let rounds: usize = std::env::var("HOOKPOOL_CRASH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default);
+    let seed: u64 = std::env::var("HOOKPOOL_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    println!("{what}: {rounds}, seed {seed} (HOOKPOOL_CRASH_SEED replays it)");
+    (rounds, fastrand::Rng::with_seed(seed), seed)
 }
 
 /// Whether this process's thread named `name` (as the OS shows it: at most

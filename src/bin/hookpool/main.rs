@@ -1,8 +1,10 @@
 //! The `hookpool` command-line tool.
 //!
-//! - `hookpool send` delivers each line of a JSON Lines input as a webhook.
-//! - `hookpool replay` delivers a dead-letter file again and keeps only the
-//!   letters that fail again.
+//! - `hookpool send` delivers each line of a JSON Lines input as a webhook,
+//!   through a journal by default, so that running it again after a kill
+//!   resumes it.
+//! - `hookpool replay` delivers a dead-letter file (JSON Lines, or SQLite: a
+//!   journal) again and keeps only the letters that fail again.
 //! - `hookpool listen` is a receiver for trying things out: it verifies
 //!   signatures, queues webhooks in a [`hookpool::Pool`], and answers 202, 429,
 //!   401 or an injected 500.
@@ -14,8 +16,10 @@
 #![warn(rust_2018_idioms)]
 
 mod http;
+mod input;
 mod listen;
 mod replay;
+mod resume;
 mod run;
 mod send;
 mod tls;
@@ -48,23 +52,39 @@ enum Command {
     /// Blank lines are skipped; a line that is not JSON is reported on stderr with its
     /// number and counted as invalid, and the other lines are still sent. Reading waits
     /// for room (--queue), so no line is ever dropped. At the end, one JSON summary line
-    /// goes to stdout. Ctrl-C (or SIGTERM) stops reading, goes on delivering what is
-    /// queued for up to --drain-timeout-ms, and writes every line not delivered to the
-    /// dead-letter file with reason "shutdown".
+    /// goes to stdout.
+    ///
+    /// Each line's webhook is committed to a journal (--journal, default
+    /// ./hookpool-journal.db) before it is queued, with the input's position after the
+    /// line. If a send is killed or interrupted, running the same command again first
+    /// delivers what the journal holds, then goes on after the last line journaled; an
+    /// input file that changed since is refused. Standard input cannot be resumed.
+    ///
+    /// Ctrl-C (or SIGTERM) stops reading, goes on delivering what is queued for up to
+    /// --drain-timeout-ms, and leaves the rest in the journal for the next run. With
+    /// --no-journal it writes every line not delivered to the dead-letter file with
+    /// reason "shutdown" instead.
     #[command(
         after_help = "Exit codes: 0 every line delivered; 1 a line was invalid or \
-                            dead-lettered, or Ctrl-C stopped the reading; 2 bad usage."
+                            dead-lettered, or Ctrl-C stopped the reading; 2 bad usage, or an \
+                            input that changed since the journal was written."
     )]
     Send(send::Args),
     /// Deliver the dead letters in FILE again; FILE keeps only those that fail again
     ///
-    /// Letters keep their ids, so receivers can drop duplicates. FILE is then replaced
-    /// atomically (FILE.tmp, fsync, rename) by the letters that failed again, those that
-    /// cannot be sent (bad URL or id), and, after Ctrl-C, those not delivered yet. Do not
-    /// replay a file that a running `send` still appends to.
+    /// Letters keep their ids, so receivers can drop duplicates. A JSON Lines FILE is then
+    /// replaced atomically (FILE.tmp, fsync, rename) by the letters that failed again, those
+    /// that cannot be sent (bad URL or id), and, after Ctrl-C, those not delivered yet. Do
+    /// not replay a file that a running `send` still appends to.
+    ///
+    /// A SQLite FILE (a journal, or a SqliteDeadLetters file) is opened as the journal:
+    /// its letters move back among its unfinished webhooks in chunks that fit the queue,
+    /// one transaction each, and those that fail again move back to its letters. What the
+    /// journal held unfinished is delivered as well.
     #[command(
-        after_help = "Exit codes: 0 every letter delivered (FILE is left empty); \
-                            1 some letters remain in FILE; 2 bad usage or FILE unreadable."
+        after_help = "Exit codes: 0 every letter delivered (FILE holds none); \
+                            1 some letters (or unfinished webhooks) remain in FILE; 2 bad usage \
+                            or FILE unreadable."
     )]
     Replay(replay::Args),
     /// Receive webhooks: verify signatures, queue them, answer 202 (or 429 when full)

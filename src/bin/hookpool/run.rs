@@ -1,16 +1,19 @@
 //! What `send` and `replay` share: the delivery flags, a dispatcher with the
 //! bookkeeping that makes Ctrl-C lossless, backpressure, the progress bar,
-//! and the drain at the end.
+//! and the drain at the end. With a journal, the dispatcher recovers what a
+//! previous run left unfinished, and a shutdown keeps what is unfinished
+//! there instead of dead-lettering it.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hookpool::{
     BreakerConfig, DeadLetter, DeadLetterReason, DeadLetterSink, DispatchHandle, DispatchStats,
-    Dispatcher, RetryPolicy, Webhook,
+    Dispatcher, DurableError, Journal, RetryPolicy, StoreError, Webhook,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use parking_lot::{Condvar, Mutex};
@@ -55,7 +58,7 @@ pub(crate) struct DeliveryArgs {
     #[arg(long, value_name = "N", default_value_t = 30_000)]
     breaker_cooldown_ms: u64,
     /// After Ctrl-C, how long to go on delivering what was queued before dead-lettering
-    /// the rest (reason "shutdown")
+    /// the rest (reason "shutdown"), or with a journal, leaving it there for the next run
     #[arg(long, value_name = "N", default_value_t = 5_000)]
     drain_timeout_ms: u64,
     /// At most N requests a second to each endpoint (scheme, host, port); without it the
@@ -80,6 +83,9 @@ pub(crate) struct Session {
     hooks: Dispatcher,
     handle: DispatchHandle,
     open: Arc<Outstanding>,
+    /// The journal file, if there is one: webhooks are committed to it
+    /// before they are queued, and a shutdown keeps what is unfinished.
+    journal: Option<PathBuf>,
     /// Most webhooks unfinished at once: queued, in flight or waiting for a retry.
     limit: usize,
     drain: Duration,
@@ -100,14 +106,42 @@ pub(crate) struct Finished {
     pub(crate) in_flight: Vec<(u64, Webhook)>,
     pub(crate) interrupted: bool,
     pub(crate) invalid: u64,
+    /// Webhooks left unfinished in the journal (0 without one): queued,
+    /// waiting or in flight at the drain deadline.
+    pub(crate) kept: u64,
+}
+
+/// Why [`Session::send`] gave a webhook back, unqueued.
+pub(crate) enum Refused {
+    /// Ctrl-C came first.
+    Interrupted(Webhook),
+    /// The journal could not commit it.
+    Journal(Webhook, StoreError),
+}
+
+impl Refused {
+    fn webhook(&self) -> &Webhook {
+        match self {
+            Refused::Interrupted(w) | Refused::Journal(w, _) => w,
+        }
+    }
+}
+
+/// Where a session keeps what it does not deliver now.
+pub(crate) struct Keep {
+    /// The dead-letter sink; without one, dead letters go to the journal's
+    /// own table.
+    pub(crate) sink: Option<Arc<dyn DeadLetterSink>>,
+    pub(crate) journal: Option<Journal>,
 }
 
 impl Session {
-    /// Builds the dispatcher. `unit` names what tags count in messages.
+    /// Builds the dispatcher, which recovers what the journal holds, if
+    /// there is one. `unit` names what tags count in messages.
     pub(crate) fn start(
         args: &DeliveryArgs,
         name: &str,
-        sink: impl DeadLetterSink,
+        keep: Keep,
         unit: &'static str,
         interrupt: &Interrupt,
     ) -> Result<Session, UsageError> {
@@ -137,7 +171,6 @@ impl Session {
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .tls(tls)
-            .dead_letters(sink)
             // Called for every final outcome, also when the sink failed.
             .on_delivered(move |d| done.remove(d.webhook.id()))
             .on_dead_letter(move |letter| dead.remove(&letter.id))
@@ -149,6 +182,13 @@ impl Session {
         if let Some(rate) = args.rate {
             builder = builder.rate_limit(rate);
         }
+        if let Some(sink) = keep.sink {
+            builder = builder.dead_letters(sink);
+        }
+        let journal = keep.journal.as_ref().map(|j| j.path().to_owned());
+        if let Some(j) = keep.journal {
+            builder = builder.journal(j);
+        }
         for secret in args.secrets.texts() {
             // Already checked above, so this cannot fail.
             builder = builder
@@ -158,10 +198,13 @@ impl Session {
         let hooks = builder
             .build()
             .map_err(|e| UsageError::with_causes("cannot start the dispatcher", &e))?;
+        let recovered = hooks.stats().store.map_or(0, |s| s.recovered);
+        open.set_recovered(usize::try_from(recovered).unwrap_or(usize::MAX));
         Ok(Session {
             handle: hooks.handle(),
             hooks,
             open,
+            journal,
             limit: args.queue as usize + args.workers as usize,
             drain: ms(args.drain_timeout_ms),
             interrupt: interrupt.clone(),
@@ -171,17 +214,28 @@ impl Session {
         })
     }
 
-    /// Queues a webhook, waiting as long as it takes for room. Gives it back,
-    /// unqueued, if Ctrl-C comes first.
-    pub(crate) fn send(&self, tag: u64, webhook: Webhook) -> Result<(), Webhook> {
+    /// Queues a webhook, waiting as long as it takes for room (webhooks
+    /// recovered from the journal take room too). With a journal, it is
+    /// committed first, with `cursor` if given; `Ok` means committed. Gives
+    /// it back, unqueued, if Ctrl-C comes first or the journal fails; a
+    /// cursor sent with it is then undone.
+    pub(crate) fn send(
+        &self,
+        tag: u64,
+        webhook: Webhook,
+        cursor: Option<String>,
+    ) -> Result<(), Refused> {
         while !self.open.wait_below(self.limit, TICK) {
             if self.interrupt.is_set() {
-                return Err(webhook);
+                return Err(Refused::Interrupted(webhook));
             }
             self.refresh();
         }
         // Tracked before it is queued: it may be delivered before send returns.
         self.open.insert(tag, webhook.clone());
+        if self.journal.is_some() {
+            return self.send_durable(webhook, cursor);
+        }
         let mut webhook = webhook;
         loop {
             match self.handle.send_timeout(webhook, TICK) {
@@ -194,12 +248,73 @@ impl Session {
                     webhook = refused.into_inner();
                     if closed || self.interrupt.is_set() {
                         self.open.remove(webhook.id());
-                        return Err(webhook);
+                        return Err(Refused::Interrupted(webhook));
                     }
                     self.refresh();
                 }
             }
         }
+    }
+
+    /// [`send`](Self::send) through the journal.
+    fn send_durable(&self, webhook: Webhook, cursor: Option<String>) -> Result<(), Refused> {
+        let mut webhook = webhook;
+        loop {
+            let sent = match &cursor {
+                Some(cursor) => self
+                    .handle
+                    .send_durable_with_cursor(webhook, cursor.clone(), TICK),
+                None => self.handle.send_durable(webhook, TICK),
+            };
+            let refused = match sent {
+                Ok(()) => {
+                    self.refresh();
+                    return Ok(());
+                }
+                Err(DurableError::Store { webhook, error }) => Refused::Journal(webhook, error),
+                Err(DurableError::Full(w)) if !self.interrupt.is_set() => {
+                    webhook = w;
+                    self.refresh();
+                    continue;
+                }
+                Err(other) => Refused::Interrupted(other.into_inner()),
+            };
+            self.open.remove(refused.webhook().id());
+            return Err(refused);
+        }
+    }
+
+    /// The cursor the journal held when the session started.
+    pub(crate) fn journal_cursor(&self) -> Option<&str> {
+        self.hooks.journal_cursor()
+    }
+
+    /// Webhooks taken from the journal at start.
+    pub(crate) fn recovered(&self) -> u64 {
+        self.handle.stats().store.map_or(0, |s| s.recovered)
+    }
+
+    /// The dispatcher, for what only it does (the journal's dead letters).
+    pub(crate) fn dispatcher(&self) -> &Dispatcher {
+        &self.hooks
+    }
+
+    /// How many more webhooks may be queued now, waiting up to [`TICK`]
+    /// for room if there is none (or until Ctrl-C).
+    pub(crate) fn room(&self) -> usize {
+        let free = || {
+            let busy = self.handle.stats().in_progress();
+            self.limit
+                .saturating_sub(usize::try_from(busy).unwrap_or(usize::MAX))
+        };
+        let room = free();
+        if room > 0 || self.interrupt.is_set() {
+            return room;
+        }
+        // Every final outcome notifies; a missed one costs a tick.
+        self.open.wait_for_change(TICK);
+        self.refresh();
+        free()
     }
 
     /// Reports an input that cannot be sent, and counts it.
@@ -219,17 +334,32 @@ impl Session {
             .refresh(|| (self.handle.stats(), self.invalid.get()));
     }
 
-    /// Waits until every queued webhook is delivered or dead-lettered (or,
-    /// after Ctrl-C, until the drain deadline), then shuts the dispatcher down.
+    /// Waits until every queued webhook, and every one recovered from the
+    /// journal, is delivered or dead-lettered (or, after Ctrl-C, until the
+    /// drain deadline), then shuts the dispatcher down.
     pub(crate) fn finish(self) -> Finished {
-        while !self.interrupt.is_set() && !self.open.wait_below(1, TICK) {
+        while !self.interrupt.is_set() {
+            self.open.wait_below(1, TICK);
+            // The count of recovered webhooks is a hint; the dispatcher's
+            // own count decides.
+            if self.open.len() == 0 && self.handle.stats().in_progress() == 0 {
+                break;
+            }
             self.refresh();
         }
         let interrupted = self.interrupt.is_set();
-        let unfinished = self.open.len();
+        let in_progress = usize::try_from(self.handle.stats().in_progress()).unwrap_or(usize::MAX);
+        let unfinished = in_progress.max(self.open.len());
         if interrupted && unfinished > 0 {
+            let rest = match &self.journal {
+                Some(path) => format!(
+                    "then keeping the rest in the journal {} for the next run",
+                    path.display()
+                ),
+                None => "then dead-lettering the rest".to_owned(),
+            };
             self.note(&format!(
-                "interrupted: delivering what is queued for up to {:?}, then dead-lettering the rest",
+                "interrupted: delivering what is queued for up to {:?}, {rest}",
                 self.drain
             ));
         }
@@ -246,6 +376,7 @@ impl Session {
             in_flight: self.open.take_all(),
             interrupted,
             invalid: self.invalid.get(),
+            kept: report.kept,
         }
     }
 }
@@ -267,7 +398,8 @@ fn ms(n: u64) -> Duration {
 
 /// Webhooks handed to the dispatcher and not yet delivered or dead-lettered,
 /// by id, each with its tag. Ids can repeat (a dead-letter file may hold one
-/// twice), so each id maps to a list.
+/// twice), so each id maps to a list. Webhooks recovered from a journal are
+/// only counted: their ids are not known until they end.
 #[derive(Default)]
 struct Outstanding {
     state: Mutex<OpenState>,
@@ -278,6 +410,18 @@ struct Outstanding {
 struct OpenState {
     by_id: HashMap<String, Vec<(u64, Webhook)>>,
     len: usize,
+    /// Webhooks recovered from the journal at start.
+    recovered: usize,
+    /// Final outcomes of webhooks not tracked here: recovered ones (some
+    /// may end before `recovered` is set) and replayed journal letters.
+    strays: usize,
+}
+
+impl OpenState {
+    /// Tracked ones, and recovered ones not yet ended.
+    fn busy(&self) -> usize {
+        self.len + self.recovered.saturating_sub(self.strays)
+    }
 }
 
 impl Outstanding {
@@ -293,31 +437,43 @@ impl Outstanding {
 
     fn remove(&self, id: &str) {
         let mut state = self.state.lock();
-        let Some(list) = state.by_id.get_mut(id) else {
-            return;
-        };
-        list.pop();
-        if list.is_empty() {
-            state.by_id.remove(id);
+        match state.by_id.get_mut(id) {
+            Some(list) => {
+                list.pop();
+                if list.is_empty() {
+                    state.by_id.remove(id);
+                }
+                state.len -= 1;
+            }
+            None => state.strays += 1,
         }
-        state.len -= 1;
         drop(state);
         self.freed.notify_all();
+    }
+
+    fn set_recovered(&self, n: usize) {
+        self.state.lock().recovered = n;
     }
 
     fn len(&self) -> usize {
         self.state.lock().len
     }
 
-    /// Waits up to `timeout` until fewer than `limit` are open; returns
-    /// whether they are.
+    /// Waits up to `timeout` until fewer than `limit` are open, recovered
+    /// ones included; returns whether they are.
     fn wait_below(&self, limit: usize, timeout: Duration) -> bool {
         let mut state = self.state.lock();
-        if state.len >= limit {
+        if state.busy() >= limit {
             self.freed
-                .wait_while_for(&mut state, |s| s.len >= limit, timeout);
+                .wait_while_for(&mut state, |s| s.busy() >= limit, timeout);
         }
-        state.len < limit
+        state.busy() < limit
+    }
+
+    /// Waits up to `timeout` for any webhook to end.
+    fn wait_for_change(&self, timeout: Duration) {
+        let mut state = self.state.lock();
+        self.freed.wait_for(&mut state, timeout);
     }
 
     fn take_all(&self) -> Vec<(u64, Webhook)> {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
-use rusqlite::{Connection, ErrorCode, Transaction, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, params};
 
 use super::classify;
 use super::letters::{StoredDeadLetter, read_letters, write_letter};
@@ -42,6 +42,12 @@ enum Op {
         at: Instant,
     },
     Delete {
+        key: u64,
+        at: Instant,
+    },
+    /// A row accepted but not queued after all: removed, and if its insert
+    /// saved the cursor, the cursor it replaced is put back.
+    Forget {
         key: u64,
         at: Instant,
     },
@@ -85,7 +91,10 @@ impl Op {
 
     fn arrived(&self) -> Option<Instant> {
         match self {
-            Op::Insert { at, .. } | Op::Delete { at, .. } | Op::Update { at, .. } => Some(*at),
+            Op::Insert { at, .. }
+            | Op::Delete { at, .. }
+            | Op::Forget { at, .. }
+            | Op::Update { at, .. } => Some(*at),
             Op::Bury { at, .. } => Some(*at),
             _ => None,
         }
@@ -291,7 +300,12 @@ impl Store for SqliteStore {
     }
 
     fn forget(&self, key: u64) {
-        self.delivered(key);
+        if !self.send(Op::Forget {
+            key,
+            at: Instant::now(),
+        }) {
+            self.log_dropped("the removal", key);
+        }
     }
 
     fn delivered(&self, key: u64) {
@@ -566,7 +580,10 @@ impl Writer {
                         let _ = done.send(Ok(()));
                     }
                 }
-                (Op::Delete { .. } | Op::Update { .. }, Answer::Rows(removed)) => {
+                (
+                    Op::Delete { .. } | Op::Forget { .. } | Op::Update { .. },
+                    Answer::Rows(removed),
+                ) => {
                     c.backlog.fetch_sub(
                         removed.min(c.backlog.load(Ordering::Relaxed)),
                         Ordering::Relaxed,
@@ -629,11 +646,13 @@ fn apply(tx: &Transaction<'_>, op: &Op) -> rusqlite::Result<Answer> {
         Op::Insert { row, cursor, .. } => {
             insert(tx, row)?;
             if let Some(cursor) = cursor {
-                tx.prepare_cached(
-                    "INSERT INTO meta (name, value) VALUES ('cursor', ?1)
-                     ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                )?
-                .execute([cursor])?;
+                // What it replaces is kept until the row is delivered or
+                // forgotten: a forgotten row's cursor must not survive it,
+                // or a restart would resume after a webhook never queued.
+                let before = meta(tx, "cursor")?;
+                set_meta(tx, "cursor", Some(cursor))?;
+                set_meta(tx, "cursor_key", Some(&row.key.to_string()))?;
+                set_meta(tx, "cursor_before", before.as_deref())?;
             }
             Ok(Answer::Rows(1))
         }
@@ -641,6 +660,18 @@ fn apply(tx: &Transaction<'_>, op: &Op) -> rusqlite::Result<Answer> {
             let n = tx
                 .prepare_cached("DELETE FROM webhooks WHERE key = ?1")?
                 .execute([*key as i64])?;
+            Ok(Answer::Rows(n as u64))
+        }
+        Op::Forget { key, .. } => {
+            let n = tx
+                .prepare_cached("DELETE FROM webhooks WHERE key = ?1")?
+                .execute([*key as i64])?;
+            if meta(tx, "cursor_key")? == Some(key.to_string()) {
+                let before = meta(tx, "cursor_before")?;
+                set_meta(tx, "cursor", before.as_deref())?;
+                set_meta(tx, "cursor_key", None)?;
+                set_meta(tx, "cursor_before", None)?;
+            }
             Ok(Answer::Rows(n as u64))
         }
         Op::Update { key, state, .. } => {
@@ -691,6 +722,29 @@ fn apply(tx: &Transaction<'_>, op: &Op) -> rusqlite::Result<Answer> {
             Ok(Answer::Rows(n))
         }
     }
+}
+
+/// A value in the `meta` table.
+fn meta(tx: &Transaction<'_>, name: &str) -> rusqlite::Result<Option<String>> {
+    tx.prepare_cached("SELECT value FROM meta WHERE name = ?1")?
+        .query_row([name], |r| r.get(0))
+        .optional()
+}
+
+/// Sets a value in the `meta` table; `None` removes it.
+fn set_meta(tx: &Transaction<'_>, name: &str, value: Option<&str>) -> rusqlite::Result<()> {
+    match value {
+        Some(value) => tx
+            .prepare_cached(
+                "INSERT INTO meta (name, value) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            )?
+            .execute([name, value])?,
+        None => tx
+            .prepare_cached("DELETE FROM meta WHERE name = ?1")?
+            .execute([name])?,
+    };
+    Ok(())
 }
 
 fn insert(tx: &Transaction<'_>, row: &Row) -> rusqlite::Result<()> {
