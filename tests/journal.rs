@@ -449,6 +449,57 @@ fn a_full_filesystem_loses_nothing_acknowledged() {
     drop(fs);
 }
 
+/// A disk that is already full at start: `build()` fails with a typed
+/// error that names the file, for a new journal and for one that holds a
+/// webhook; that webhook is delivered once there is room again.
+#[test]
+fn a_full_filesystem_at_open_fails_at_build_and_loses_nothing() {
+    use std::io::Write;
+    let dir = TempDir::new("journal-tmpfs-open");
+    let Some(fs) = Tmpfs::mount(dir.path("mnt"), "1m") else {
+        return;
+    };
+    let (server, up) = switchable();
+    let open = |file: &str| builder("full-at-open", &fs.0.join(file)).build();
+    // One journal holds a webhook the receiver has not taken yet.
+    let hooks = open("kept.db").unwrap();
+    hooks.send_durable(hook(&server, 1), BOUND).unwrap();
+    let report = hooks.shutdown_timeout(Duration::ZERO);
+    assert_eq!(report.kept, 1);
+    // Something else takes every byte.
+    let filler_path = fs.0.join("filler");
+    let mut filler = std::fs::File::create(&filler_path).unwrap();
+    let chunk = vec![0u8; 16 * 1024];
+    let mut written = 0u64;
+    while filler.write_all(&chunk).is_ok() {
+        written += chunk.len() as u64;
+        assert!(written < 64 << 20, "the tmpfs never filled");
+    }
+    let _ = filler.write_all(&[0u8; 1]);
+    filler.sync_all().unwrap();
+    for file in ["new.db", "kept.db"] {
+        let err = open(file).map(|_| ()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                BuildError::Store(StoreError::DiskFull { .. } | StoreError::Io { .. })
+            ),
+            "{file}: {err:?}"
+        );
+        println!("{file}: {err}");
+        assert!(err.to_string().contains(file), "{err}");
+    }
+    // Room again: the kept webhook goes out.
+    drop(filler);
+    std::fs::remove_file(&filler_path).unwrap();
+    up.store(true, Ordering::SeqCst);
+    let hooks = open("kept.db").unwrap();
+    assert_eq!(hooks.stats().store.unwrap().recovered, 1);
+    assert!(wait_until(BOUND, || hooks.stats().delivered == 1));
+    assert_eq!(hooks.shutdown().kept, 0);
+    drop(fs);
+}
+
 /// A journal file that cannot be written (read-only to this user) fails at
 /// build with a typed error. As root, permissions do not bind, so the check
 /// runs in a child process as `nobody`.
