@@ -44,8 +44,8 @@ fn ids(server: &TestServer) -> Vec<String> {
         .collect()
 }
 
-/// A producer-only dispatcher enqueues; another one delivers; each webhook
-/// once, with its id and body.
+/// A producer-only dispatcher enqueues, one by one and in a batch; another
+/// one delivers; each webhook once, with its id and body.
 #[test]
 fn a_producer_and_a_worker_share_one_queue() {
     let Some(redis) = RedisServer::start("share") else {
@@ -59,11 +59,15 @@ fn a_producer_and_a_worker_share_one_queue() {
     .build()
     .unwrap();
     let mut sent = BTreeSet::new();
-    for n in 0..300 {
+    for n in 0..200 {
         let webhook = hook(&server, n);
         sent.insert(webhook.id().to_owned());
         web.send_durable(webhook, BOUND).unwrap();
     }
+    // And a batch, enqueued in one script.
+    let batch: Vec<Webhook> = (200..300).map(|n| hook(&server, n)).collect();
+    sent.extend(batch.iter().map(|w| w.id().to_owned()));
+    web.handle().send_durable_batch(batch, None, BOUND).unwrap();
     // Nothing delivered by the producer: it is all in Redis.
     let stats = web.stats();
     assert_eq!(

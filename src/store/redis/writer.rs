@@ -32,8 +32,9 @@ const STATUS_EVERY: Duration = Duration::from_secs(1);
 type Reply<T> = Sender<Result<T, StoreError>>;
 
 enum Op {
+    /// One webhook, or a batch enqueued together (one script: all or none).
     Enqueue {
-        job: String,
+        jobs: Vec<String>,
         done: Option<Reply<()>>,
         /// A waiter gives up at this time; past it the op is dropped.
         deadline: Instant,
@@ -235,6 +236,69 @@ impl fmt::Debug for RedisStore {
 use std::fmt;
 
 impl RedisStore {
+    /// `rows` into the queue in one script (all or none); with
+    /// [`Commit::Wait`], once Redis has them.
+    fn enqueue(&self, rows: &[Row], commit: Commit) -> Result<(), StoreError> {
+        let c = &self.shared.counters;
+        let jobs = rows
+            .iter()
+            .map(|row| serde_json::to_string(&Job::from_row(row)))
+            .collect::<Result<Vec<String>, _>>()
+            .map_err(|e| StoreError::Other {
+                path: std::path::PathBuf::new(),
+                source: Box::new(e),
+            })?;
+        let n = jobs.len() as u64;
+        let now = Instant::now();
+        let deadline = now + self.shared.queue.timeout;
+        match commit {
+            Commit::NoWait => {
+                if c.pending_enqueues.fetch_add(n, Ordering::Relaxed) >= self.max_pending {
+                    c.pending_enqueues.fetch_sub(n, Ordering::Relaxed);
+                    return Err(StoreError::Busy {
+                        path: std::path::PathBuf::from(self.shared.target()),
+                    });
+                }
+                let op = Op::Enqueue {
+                    jobs,
+                    done: None,
+                    deadline: now + Duration::from_secs(365 * 24 * 3600),
+                    at: now,
+                };
+                if self.send(op) {
+                    Ok(())
+                } else {
+                    c.pending_enqueues.fetch_sub(n, Ordering::Relaxed);
+                    Err(StoreError::Closed)
+                }
+            }
+            Commit::Wait => {
+                c.pending_enqueues.fetch_add(n, Ordering::Relaxed);
+                let (done, committed) = crossbeam_channel::bounded(1);
+                let op = Op::Enqueue {
+                    jobs,
+                    done: Some(done),
+                    deadline,
+                    at: now,
+                };
+                if !self.send(op) {
+                    c.pending_enqueues.fetch_sub(n, Ordering::Relaxed);
+                    return Err(StoreError::Closed);
+                }
+                // Never past the timeout: the writer drops an enqueue whose
+                // waiter gave up.
+                let wait =
+                    deadline.saturating_duration_since(Instant::now()) + Duration::from_millis(100);
+                committed.recv_timeout(wait).unwrap_or_else(|_| {
+                    Err(StoreError::Unavailable {
+                        target: self.shared.target(),
+                        detail: "no answer in time".into(),
+                    })
+                })
+            }
+        }
+    }
+
     pub(crate) fn start(queue: RedisQueue, name: &str) -> Result<Arc<Self>, StoreError> {
         let target = crate::webhook::redact_url(&queue.url);
         let client = match &queue.tls_roots {
@@ -353,59 +417,11 @@ impl RedisStore {
 
 impl Store for RedisStore {
     fn accept(&self, row: Row, _cursor: Option<String>, commit: Commit) -> Result<(), StoreError> {
-        let c = &self.shared.counters;
-        let job = serde_json::to_string(&Job::from_row(&row)).map_err(|e| StoreError::Other {
-            path: std::path::PathBuf::new(),
-            source: Box::new(e),
-        })?;
-        let now = Instant::now();
-        let deadline = now + self.shared.queue.timeout;
-        match commit {
-            Commit::NoWait => {
-                if c.pending_enqueues.fetch_add(1, Ordering::Relaxed) >= self.max_pending {
-                    c.pending_enqueues.fetch_sub(1, Ordering::Relaxed);
-                    return Err(StoreError::Busy {
-                        path: std::path::PathBuf::from(self.shared.target()),
-                    });
-                }
-                let op = Op::Enqueue {
-                    job,
-                    done: None,
-                    deadline: now + Duration::from_secs(365 * 24 * 3600),
-                    at: now,
-                };
-                if self.send(op) {
-                    Ok(())
-                } else {
-                    c.pending_enqueues.fetch_sub(1, Ordering::Relaxed);
-                    Err(StoreError::Closed)
-                }
-            }
-            Commit::Wait => {
-                c.pending_enqueues.fetch_add(1, Ordering::Relaxed);
-                let (done, committed) = crossbeam_channel::bounded(1);
-                let op = Op::Enqueue {
-                    job,
-                    done: Some(done),
-                    deadline,
-                    at: now,
-                };
-                if !self.send(op) {
-                    c.pending_enqueues.fetch_sub(1, Ordering::Relaxed);
-                    return Err(StoreError::Closed);
-                }
-                // Never past the timeout: the writer drops an enqueue whose
-                // waiter gave up.
-                let wait =
-                    deadline.saturating_duration_since(Instant::now()) + Duration::from_millis(100);
-                committed.recv_timeout(wait).unwrap_or_else(|_| {
-                    Err(StoreError::Unavailable {
-                        target: self.shared.target(),
-                        detail: "no answer in time".into(),
-                    })
-                })
-            }
-        }
+        self.enqueue(&[row], commit)
+    }
+
+    fn accept_batch(&self, rows: Vec<Row>, _cursor: Option<String>) -> Result<(), StoreError> {
+        self.enqueue(&rows, Commit::Wait)
     }
 
     fn forget(&self, _key: u64) {
@@ -862,7 +878,7 @@ impl Writer {
         let mut args: [Vec<String>; 5] = Default::default();
         for op in batch {
             match op {
-                Op::Enqueue { job, .. } => args[0].push(job.clone()),
+                Op::Enqueue { jobs, .. } => args[0].extend(jobs.iter().cloned()),
                 Op::Ack { key, .. } => args[1].push(key.to_string()),
                 Op::Schedule {
                     key, job, due_ms, ..
@@ -953,7 +969,10 @@ impl Writer {
         let mut sent = [0usize; 5];
         for op in &batch {
             if let Some(k) = kind(op) {
-                sent[k] += 1;
+                sent[k] += match op {
+                    Op::Enqueue { jobs, .. } => jobs.len(),
+                    _ => 1,
+                };
             }
         }
         let mut answers = answers.into_iter();
@@ -971,9 +990,10 @@ impl Writer {
         for op in batch {
             c.pending.fetch_sub(1, Ordering::Relaxed);
             match op {
-                Op::Enqueue { done, at, .. } => {
-                    c.pending_enqueues.fetch_sub(1, Ordering::Relaxed);
-                    c.enqueued.fetch_add(1, Ordering::Relaxed);
+                Op::Enqueue { jobs, done, at, .. } => {
+                    let n = jobs.len() as u64;
+                    c.pending_enqueues.fetch_sub(n, Ordering::Relaxed);
+                    c.enqueued.fetch_add(n, Ordering::Relaxed);
                     c.latency.record_shared(now.saturating_duration_since(at));
                     if let Some(done) = done {
                         let _ = done.send(Ok(()));
@@ -1051,8 +1071,9 @@ impl Writer {
             },
         };
         match op {
-            Op::Enqueue { done, .. } => {
-                c.pending_enqueues.fetch_sub(1, Ordering::Relaxed);
+            Op::Enqueue { jobs, done, .. } => {
+                c.pending_enqueues
+                    .fetch_sub(jobs.len() as u64, Ordering::Relaxed);
                 if let Some(done) = done {
                     let _ = done.send(result);
                 }

@@ -35,8 +35,9 @@ type Reply<T> = Sender<Result<T, StoreError>>;
 
 /// One state change, or a question, for the writer.
 enum Op {
+    /// One row, or a batch of rows accepted together (all or none).
     Insert {
-        row: Row,
+        rows: Vec<Row>,
         cursor: Option<String>,
         done: Option<Reply<()>>,
         at: Instant,
@@ -180,6 +181,55 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 impl SqliteStore {
+    /// `rows` into the journal in one op (all or none), with `cursor`
+    /// saved beside the last; with [`Commit::Wait`], once committed.
+    fn insert(
+        &self,
+        rows: Vec<Row>,
+        cursor: Option<String>,
+        commit: Commit,
+    ) -> Result<(), StoreError> {
+        let n = rows.len() as u64;
+        let c = &self.counters;
+        match commit {
+            Commit::NoWait => {
+                if c.pending_inserts.fetch_add(n, Ordering::Relaxed) >= self.max_pending_inserts {
+                    c.pending_inserts.fetch_sub(n, Ordering::Relaxed);
+                    return Err(StoreError::Busy {
+                        path: self.path.clone(),
+                    });
+                }
+                let op = Op::Insert {
+                    rows,
+                    cursor,
+                    done: None,
+                    at: Instant::now(),
+                };
+                if self.send(op) {
+                    Ok(())
+                } else {
+                    c.pending_inserts.fetch_sub(n, Ordering::Relaxed);
+                    Err(StoreError::Closed)
+                }
+            }
+            Commit::Wait => {
+                c.pending_inserts.fetch_add(n, Ordering::Relaxed);
+                let (done, committed) = crossbeam_channel::bounded(1);
+                let op = Op::Insert {
+                    rows,
+                    cursor,
+                    done: Some(done),
+                    at: Instant::now(),
+                };
+                if !self.send(op) {
+                    c.pending_inserts.fetch_sub(n, Ordering::Relaxed);
+                    return Err(StoreError::Closed);
+                }
+                committed.recv().unwrap_or(Err(StoreError::Closed))
+            }
+        }
+    }
+
     /// Starts the writer thread on an open connection.
     pub(crate) fn start(
         conn: Connection,
@@ -259,44 +309,11 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     fn accept(&self, row: Row, cursor: Option<String>, commit: Commit) -> Result<(), StoreError> {
-        let c = &self.counters;
-        match commit {
-            Commit::NoWait => {
-                if c.pending_inserts.fetch_add(1, Ordering::Relaxed) >= self.max_pending_inserts {
-                    c.pending_inserts.fetch_sub(1, Ordering::Relaxed);
-                    return Err(StoreError::Busy {
-                        path: self.path.clone(),
-                    });
-                }
-                let op = Op::Insert {
-                    row,
-                    cursor,
-                    done: None,
-                    at: Instant::now(),
-                };
-                if self.send(op) {
-                    Ok(())
-                } else {
-                    c.pending_inserts.fetch_sub(1, Ordering::Relaxed);
-                    Err(StoreError::Closed)
-                }
-            }
-            Commit::Wait => {
-                c.pending_inserts.fetch_add(1, Ordering::Relaxed);
-                let (done, committed) = crossbeam_channel::bounded(1);
-                let op = Op::Insert {
-                    row,
-                    cursor,
-                    done: Some(done),
-                    at: Instant::now(),
-                };
-                if !self.send(op) {
-                    c.pending_inserts.fetch_sub(1, Ordering::Relaxed);
-                    return Err(StoreError::Closed);
-                }
-                committed.recv().unwrap_or(Err(StoreError::Closed))
-            }
-        }
+        self.insert(vec![row], cursor, commit)
+    }
+
+    fn accept_batch(&self, rows: Vec<Row>, cursor: Option<String>) -> Result<(), StoreError> {
+        self.insert(rows, cursor, Commit::Wait)
     }
 
     fn forget(&self, key: u64) {
@@ -541,10 +558,10 @@ impl Writer {
     }
 
     fn answer_failed(&self, op: Op, e: &rusqlite::Error) {
-        if matches!(op, Op::Insert { .. }) {
+        if let Op::Insert { rows, .. } = &op {
             self.counters
                 .pending_inserts
-                .fetch_sub(1, Ordering::Relaxed);
+                .fetch_sub(rows.len() as u64, Ordering::Relaxed);
         }
         self.counters.pending.fetch_sub(1, Ordering::Relaxed);
         op.fail(&self.path, e);
@@ -573,9 +590,10 @@ impl Writer {
                 c.latency.record_shared(now.saturating_duration_since(at));
             }
             match (op, answer) {
-                (Op::Insert { done, .. }, _) => {
-                    c.pending_inserts.fetch_sub(1, Ordering::Relaxed);
-                    c.backlog.fetch_add(1, Ordering::Relaxed);
+                (Op::Insert { rows, done, .. }, _) => {
+                    let n = rows.len() as u64;
+                    c.pending_inserts.fetch_sub(n, Ordering::Relaxed);
+                    c.backlog.fetch_add(n, Ordering::Relaxed);
                     if let Some(done) = done {
                         let _ = done.send(Ok(()));
                     }
@@ -643,9 +661,11 @@ enum Answer {
 
 fn apply(tx: &Transaction<'_>, op: &Op) -> rusqlite::Result<Answer> {
     match op {
-        Op::Insert { row, cursor, .. } => {
-            insert(tx, row)?;
-            if let Some(cursor) = cursor {
+        Op::Insert { rows, cursor, .. } => {
+            for row in rows {
+                insert(tx, row)?;
+            }
+            if let (Some(cursor), Some(row)) = (cursor, rows.last()) {
                 // What it replaces is kept until the row is delivered or
                 // forgotten: a forgotten row's cursor must not survive it,
                 // or a restart would resume after a webhook never queued.
@@ -654,7 +674,7 @@ fn apply(tx: &Transaction<'_>, op: &Op) -> rusqlite::Result<Answer> {
                 set_meta(tx, "cursor_key", Some(&row.key.to_string()))?;
                 set_meta(tx, "cursor_before", before.as_deref())?;
             }
-            Ok(Answer::Rows(1))
+            Ok(Answer::Rows(rows.len() as u64))
         }
         Op::Delete { key, .. } => {
             let n = tx
