@@ -9,6 +9,8 @@ pub mod logger;
 pub mod pacing;
 pub mod redis;
 pub mod server;
+#[cfg(all(feature = "cli", feature = "redis"))]
+pub mod shared_queue;
 pub mod tempdir;
 
 use std::time::{Duration, Instant};

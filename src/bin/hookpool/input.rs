@@ -3,7 +3,7 @@
 //! saves with the line's webhook, so that a rerun resumes after it.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread::JoinHandle;
@@ -69,6 +69,27 @@ impl Source {
             canonical,
             file,
         })
+    }
+
+    /// Reading from the first line, without cursors. Says on stderr how to
+    /// end standard input when it is a terminal.
+    pub(crate) fn into_start(self) -> Start {
+        let source: Box<dyn Read + Send> = match self {
+            Source::Stdin => {
+                if io::stdin().is_terminal() {
+                    eprintln!(
+                        "hookpool: reading JSON Lines from the terminal; Ctrl-D ends the input"
+                    );
+                }
+                Box::new(io::stdin())
+            }
+            Source::Stream(_, file) | Source::File { file, .. } => Box::new(file),
+        };
+        Start {
+            source,
+            after_line: 0,
+            cursors: None,
+        }
     }
 
     /// How messages name it.

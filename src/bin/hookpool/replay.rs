@@ -11,10 +11,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hookpool::{DeadLetter, DeadLetterSink, Journal, JsonlDeadLetters, MemoryDeadLetters, Webhook};
+use hookpool::{
+    DeadLetter, DeadLetterSink, Journal, JsonlDeadLetters, MemoryDeadLetters, StoredDeadLetter,
+    Webhook,
+};
 use serde::Serialize;
 
 use crate::run::{DeliveryArgs, Keep, Session};
+use crate::shared_queue::MaybeShared;
 use crate::{Interrupt, UsageError, exit_code, print_line};
 
 /// The first 16 bytes of every SQLite database file.
@@ -27,13 +31,19 @@ const ROOM_WAIT: Duration = Duration::from_secs(1);
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// The dead letters: JSON Lines, as `hookpool send` writes them, or a SQLite file (a
-    /// journal, or a SqliteDeadLetters file), told apart by its header
-    #[arg(value_name = "FILE")]
-    file: PathBuf,
+    /// journal, or a SqliteDeadLetters file), told apart by its header; not with --redis
+    #[arg(
+        value_name = "FILE",
+        required_unless_present = "redis",
+        conflicts_with = "redis"
+    )]
+    file: Option<PathBuf>,
     /// Send every letter to URL instead of its stored one (the file keeps the stored URL
     /// for letters never attempted); JSON Lines files only
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", conflicts_with = "redis")]
     url: Option<String>,
+    #[command(flatten)]
+    shared: MaybeShared,
     #[command(flatten)]
     delivery: DeliveryArgs,
 }
@@ -66,16 +76,25 @@ struct Summary {
 
 pub(crate) fn run(args: Args, interrupt: &Interrupt) -> Result<ExitCode, UsageError> {
     let started = Instant::now();
+    if let Some(queue) = args.shared.shared()? {
+        return crate::replay_redis::run(queue, &args.delivery, interrupt);
+    }
+    let Some(file) = args.file.as_deref() else {
+        return Err(UsageError(
+            "replay needs a FILE, or --redis URL --queue NAME".into(),
+        ));
+    };
+    let queue = args.shared.queue_size()?;
     if let Some(url) = &args.url {
         Webhook::from_json(url, "null").map_err(|e| UsageError(format!("--url: {e}")))?;
     }
-    if is_sqlite(&args.file)? {
-        return replay_sqlite(&args, interrupt, started);
+    if is_sqlite(file)? {
+        return replay_sqlite(&args, file, queue, interrupt, started);
     }
-    let letters = JsonlDeadLetters::read(&args.file)
-        .map_err(|e| UsageError(format!("cannot read {}: {e}", args.file.display())))?;
+    let letters = JsonlDeadLetters::read(file)
+        .map_err(|e| UsageError(format!("cannot read {}: {e}", file.display())))?;
     // Checked now, so that a file that cannot be replaced fails before anything is sent.
-    let tmp = temp_path(&args.file);
+    let tmp = temp_path(file);
     check_writable(&tmp)?;
 
     let failed = MemoryDeadLetters::new();
@@ -83,7 +102,7 @@ pub(crate) fn run(args: Args, interrupt: &Interrupt) -> Result<ExitCode, UsageEr
         sink: Some(Arc::new(failed.clone()) as Arc<dyn DeadLetterSink>),
         journal: None,
     };
-    let session = Session::start(&args.delivery, "replay", keep, "letter", interrupt)?;
+    let session = Session::start(&args.delivery, queue, "replay", keep, "letter", interrupt)?;
     let mut keep: Vec<DeadLetter> = Vec::new();
     let mut unfinished = 0;
     for (i, letter) in letters.iter().enumerate() {
@@ -122,10 +141,10 @@ pub(crate) fn run(args: Args, interrupt: &Interrupt) -> Result<ExitCode, UsageEr
     keep.extend(failed.take());
     keep.extend(finished.unsaved);
 
-    let rewrite_error = rewrite(&args.file, &tmp, &keep).err().map(|e| {
+    let rewrite_error = rewrite(file, &tmp, &keep).err().map(|e| {
         eprintln!(
             "hookpool: cannot rewrite {}: {e}; it is unchanged",
-            args.file.display()
+            file.display()
         );
         let _ = fs::remove_file(&tmp);
         e.to_string()
@@ -145,7 +164,7 @@ pub(crate) fn run(args: Args, interrupt: &Interrupt) -> Result<ExitCode, UsageEr
         },
         interrupted: finished.interrupted,
         rewrite_error,
-        file: args.file.display().to_string(),
+        file: file.display().to_string(),
         elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     };
     print_line(&serde_json::to_string(&summary).unwrap_or_default());
@@ -179,6 +198,8 @@ fn is_sqlite(file: &Path) -> Result<bool, UsageError> {
 /// in the file.
 fn replay_sqlite(
     args: &Args,
+    file: &Path,
+    queue: usize,
     interrupt: &Interrupt,
     started: Instant,
 ) -> Result<ExitCode, UsageError> {
@@ -186,34 +207,24 @@ fn replay_sqlite(
         return Err(UsageError(format!(
             "--url cannot be used with a SQLite file ({}): its letters are moved back as \
              they are, to their stored URLs",
-            args.file.display()
+            file.display()
         )));
     }
     let keep = Keep {
         sink: None,
-        journal: Some(Journal::new(&args.file)),
+        journal: Some(Journal::new(file)),
     };
-    let session = Session::start(&args.delivery, "replay", keep, "letter", interrupt)?;
+    let session = Session::start(&args.delivery, queue, "replay", keep, "letter", interrupt)?;
     let hooks = session.dispatcher();
     let cannot = |e: &hookpool::StoreError| {
-        UsageError::with_causes(&format!("cannot read {}", args.file.display()), e)
+        UsageError::with_causes(&format!("cannot read {}", file.display()), e)
     };
     let letters = hooks
         .stored_dead_letters(usize::MAX)
         .map_err(|e| cannot(&e))?;
     // Letters that fail again go back with new numbers: only these are replayed.
     let last = letters.iter().map(|l| l.seq).max().unwrap_or(0);
-    let replayable = |letter: &DeadLetter| letter.clone().into_webhook().is_ok();
-    let mut invalid = 0;
-    for stored in letters.iter().filter(|l| !replayable(&l.letter)) {
-        invalid += 1;
-        let why = stored.letter.clone().into_webhook().err();
-        let why = why.map(|e| e.to_string()).unwrap_or_default();
-        session.invalid(
-            stored.seq,
-            &format!("{} cannot be replayed: {why}", stored.letter.id),
-        );
-    }
+    let invalid = unreplayable(&letters, |seq, why| session.invalid(seq, why));
     while !interrupt.is_set() {
         let room = session.room();
         if room == 0 {
@@ -251,18 +262,39 @@ fn replay_sqlite(
         remaining: usize::try_from(remaining).unwrap_or(usize::MAX),
         interrupted: finished.interrupted,
         rewrite_error: None,
-        file: args.file.display().to_string(),
+        file: file.display().to_string(),
         elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     };
     if finished.kept > 0 {
         eprintln!(
             "hookpool: {} unfinished webhooks are kept in {}: the next replay of it delivers them",
             finished.kept,
-            args.file.display()
+            file.display()
         );
     }
     print_line(&serde_json::to_string(&summary).unwrap_or_default());
     Ok(exit_code(summary.remaining == 0 && summary.unfinished == 0))
+}
+
+/// Whether a stored letter can be sent again: its URL and id are valid.
+pub(crate) fn replayable(letter: &DeadLetter) -> bool {
+    letter.clone().into_webhook().is_ok()
+}
+
+/// Reports each stored letter that cannot be sent again through `say`
+/// (its number, and why in words); returns how many there are.
+pub(crate) fn unreplayable(letters: &[StoredDeadLetter], mut say: impl FnMut(u64, &str)) -> usize {
+    let mut invalid = 0;
+    for stored in letters {
+        if let Err(e) = stored.letter.clone().into_webhook() {
+            invalid += 1;
+            say(
+                stored.seq,
+                &format!("{} cannot be replayed: {e}", stored.letter.id),
+            );
+        }
+    }
+    invalid
 }
 
 /// `FILE.tmp`, next to FILE so that the rename stays on one file system.

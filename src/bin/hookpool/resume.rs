@@ -3,7 +3,7 @@
 //! (the same file, with the same bytes before the cursor); what is said on
 //! stderr about it; and the default journal's removal.
 
-use std::io::{self, IsTerminal};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use hookpool::Journal;
@@ -49,11 +49,6 @@ impl Plan {
             })?),
             _ => None,
         };
-        let mut start = Start {
-            source: Box::new(io::empty()),
-            after_line: 0,
-            cursors: None,
-        };
         let mut plan = Plan {
             resumed_after: None,
             rereadable: false,
@@ -61,25 +56,15 @@ impl Plan {
             saved,
             name,
         };
-        match source {
-            Source::Stdin => {
-                if io::stdin().is_terminal() {
-                    eprintln!(
-                        "hookpool: reading JSON Lines from the terminal; Ctrl-D ends the input"
-                    );
-                }
-                start.source = Box::new(io::stdin());
-            }
-            Source::Stream(_, file) => start.source = Box::new(file),
-            Source::File {
-                path,
-                canonical,
-                mut file,
-            } => {
-                let (Some(journal), cursor) = (journal, cursor) else {
-                    start.source = Box::new(file);
-                    return Ok((plan, start));
-                };
+        let start = match (source, journal) {
+            (
+                Source::File {
+                    path,
+                    canonical,
+                    mut file,
+                },
+                Some(journal),
+            ) => {
                 let digest = match &cursor {
                     None => ring::digest::Context::new(&ring::digest::SHA256),
                     Some(cursor) => {
@@ -91,16 +76,17 @@ impl Plan {
                     }
                 };
                 let (after_line, offset) = cursor.as_ref().map_or((0, 0), |c| (c.line, c.offset));
-                start = Start {
-                    source: Box::new(file),
-                    after_line,
-                    cursors: Some((canonical, offset, digest)),
-                };
                 plan.resumed_after = cursor.map(|c| c.line);
                 plan.rereadable = true;
                 plan.other_position = false;
+                Start {
+                    source: Box::new(file),
+                    after_line,
+                    cursors: Some((canonical, offset, digest)),
+                }
             }
-        }
+            (source, _) => source.into_start(),
+        };
         Ok((plan, start))
     }
 

@@ -1,31 +1,31 @@
-//! What `send` and `replay` share: the delivery flags, a dispatcher with the
-//! bookkeeping that makes Ctrl-C lossless, backpressure, the progress bar,
-//! and the drain at the end. With a journal, the dispatcher recovers what a
+//! What `send` and `replay` share: the delivery flags (`worker` takes them
+//! too), a dispatcher with the bookkeeping that makes Ctrl-C lossless,
+//! backpressure, the progress bar, and the drain at the end. With a journal, the dispatcher recovers what a
 //! previous run left unfinished, and a shutdown keeps what is unfinished
 //! there instead of dead-lettering it.
 
-use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
-use std::io::IsTerminal;
+use std::cell::Cell;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hookpool::{
-    BreakerConfig, DeadLetter, DeadLetterReason, DeadLetterSink, DispatchHandle, DispatchStats,
-    Dispatcher, DurableError, Journal, RetryPolicy, StoreError, Webhook,
+    BreakerChange, BreakerConfig, DeadLetter, DeadLetterReason, DeadLetterSink, DispatchHandle,
+    DispatchStats, Dispatcher, DispatcherBuilder, DurableError, Journal, RetryPolicy, StoreError,
+    Webhook,
 };
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use parking_lot::{Condvar, Mutex};
 
+use crate::progress::{Progress, note};
 use crate::{Interrupt, Secrets, UsageError};
 
 /// The longest any wait lasts before the interrupt flag is checked again.
 pub(crate) const TICK: Duration = Duration::from_millis(50);
-/// How often the progress bar is redrawn with fresh counts.
-const REFRESH: Duration = Duration::from_millis(100);
 
-/// Delivery flags shared by `send` and `replay`.
+/// Delivery flags shared by `send`, `replay` and `worker`. (`--queue` is
+/// each command's own: a number for `send` and `replay`, a name with
+/// `--redis`.)
 #[derive(Debug, clap::Args)]
 pub(crate) struct DeliveryArgs {
     #[command(flatten)]
@@ -35,9 +35,6 @@ pub(crate) struct DeliveryArgs {
     /// Delivery worker threads
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=4096))]
     workers: u32,
-    /// Webhooks that may wait at once, for a worker or for a retry; reading pauses while they do
-    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    queue: u32,
     /// Attempts per webhook, the first one included
     #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     max_attempts: u32,
@@ -59,6 +56,7 @@ pub(crate) struct DeliveryArgs {
     breaker_cooldown_ms: u64,
     /// After Ctrl-C, how long to go on delivering what was queued before dead-lettering
     /// the rest (reason "shutdown"), or with a journal, leaving it there for the next run
+    /// (a worker hands it back to the shared queue)
     #[arg(long, value_name = "N", default_value_t = 5_000)]
     drain_timeout_ms: u64,
     /// At most N requests a second to each endpoint (scheme, host, port); without it the
@@ -67,6 +65,30 @@ pub(crate) struct DeliveryArgs {
     rate: Option<f64>,
 }
 
+/// The ids of the [`DeliveryArgs`] that only matter to a process that
+/// delivers: `send --redis` and `replay --redis` refuse them. `--secret`
+/// is not among them, since `HOOKPOOL_SECRETS` may set it for every
+/// command (and clap counts a value from the environment as given): those
+/// two say on stderr that they do not use it.
+pub(crate) const DELIVERY_ONLY: &[&str] = &[
+    "cacerts",
+    "tls_roots",
+    "cert",
+    "key",
+    "workers",
+    "max_attempts",
+    "base_delay_ms",
+    "timeout_ms",
+    "max_elapsed_ms",
+    "breaker_failures",
+    "breaker_cooldown_ms",
+    "drain_timeout_ms",
+    "rate",
+];
+
+/// The largest `--queue N` (or `--prefetch N`).
+pub(crate) const MAX_QUEUE: u32 = 1_000_000;
+
 fn parse_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
@@ -74,6 +96,75 @@ fn parse_rate(s: &str) -> Result<f64, String> {
             "{s:?} is not a positive number of requests per second"
         )),
     }
+}
+
+impl DeliveryArgs {
+    /// A dispatcher builder with these flags: `workers` threads, at most
+    /// `queue` webhooks waiting, the retry policy, breaker, timeouts, HTTPS
+    /// settings, rate and secrets. Bad secrets or TLS files are usage errors.
+    pub(crate) fn builder(
+        &self,
+        name: &str,
+        queue: usize,
+    ) -> Result<DispatcherBuilder, UsageError> {
+        self.secrets.parse()?;
+        let tls = self.tls.config()?;
+        let max_elapsed = (self.max_elapsed_ms > 0).then(|| ms(self.max_elapsed_ms));
+        let retry = RetryPolicy::exponential(ms(self.base_delay_ms))
+            .max_attempts(self.max_attempts)
+            .max_elapsed(max_elapsed);
+        let breaker = match self.breaker_failures {
+            0 => BreakerConfig::disabled(),
+            n => BreakerConfig::default()
+                .failure_threshold(n)
+                .cooldown(ms(self.breaker_cooldown_ms)),
+        };
+        let timeout = self.timeout();
+        let mut builder = Dispatcher::builder()
+            .name(name)
+            .workers(self.workers as usize)
+            .queue_capacity(queue)
+            .retry(retry)
+            .breaker(breaker)
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .tls(tls);
+        if let Some(rate) = self.rate {
+            builder = builder.rate_limit(rate);
+        }
+        for secret in self.secrets.texts() {
+            // Already checked above, so this cannot fail.
+            builder = builder
+                .signing_secret(secret)
+                .map_err(|e| UsageError(format!("--secret: {e}")))?;
+        }
+        Ok(builder)
+    }
+
+    /// `--timeout-ms`: one attempt's timeout.
+    pub(crate) fn timeout(&self) -> Duration {
+        ms(self.timeout_ms)
+    }
+
+    /// `--drain-timeout-ms`.
+    pub(crate) fn drain(&self) -> Duration {
+        ms(self.drain_timeout_ms)
+    }
+
+    /// `--workers`.
+    pub(crate) fn workers(&self) -> u32 {
+        self.workers
+    }
+
+    /// Whether `--secret` (or `HOOKPOOL_SECRETS`) gave any secret.
+    pub(crate) fn has_secrets(&self) -> bool {
+        self.secrets.texts().next().is_some()
+    }
+}
+
+/// The line on stderr for a breaker's change: the reason a run seems to stall.
+pub(crate) fn breaker_change(c: &BreakerChange<'_>) -> String {
+    format!("circuit breaker for {}: {} -> {}", c.endpoint, c.from, c.to)
 }
 
 /// One delivery run: a dispatcher, the webhooks it has not finished, and the
@@ -137,63 +228,32 @@ pub(crate) struct Keep {
 
 impl Session {
     /// Builds the dispatcher, which recovers what the journal holds, if
-    /// there is one. `unit` names what tags count in messages.
+    /// there is one. At most `queue` webhooks wait at once; `unit` names
+    /// what tags count in messages.
     pub(crate) fn start(
         args: &DeliveryArgs,
+        queue: usize,
         name: &str,
         keep: Keep,
         unit: &'static str,
         interrupt: &Interrupt,
     ) -> Result<Session, UsageError> {
-        args.secrets.parse()?;
-        let tls = args.tls.config()?;
-        let max_elapsed = (args.max_elapsed_ms > 0).then(|| ms(args.max_elapsed_ms));
-        let retry = RetryPolicy::exponential(ms(args.base_delay_ms))
-            .max_attempts(args.max_attempts)
-            .max_elapsed(max_elapsed);
-        let breaker = match args.breaker_failures {
-            0 => BreakerConfig::disabled(),
-            n => BreakerConfig::default()
-                .failure_threshold(n)
-                .cooldown(ms(args.breaker_cooldown_ms)),
-        };
-        let timeout = ms(args.timeout_ms);
+        let builder = args.builder(name, queue)?;
         let open = Arc::new(Outstanding::default());
         let (done, dead) = (Arc::clone(&open), Arc::clone(&open));
         let progress = Progress::new();
         let bar = progress.bar.clone();
-        let mut builder = Dispatcher::builder()
-            .name(name)
-            .workers(args.workers as usize)
-            .queue_capacity(args.queue as usize)
-            .retry(retry)
-            .breaker(breaker)
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .tls(tls)
+        let mut builder = builder
             // Called for every final outcome, also when the sink failed.
             .on_delivered(move |d| done.remove(d.webhook.id()))
             .on_dead_letter(move |letter| dead.remove(&letter.id))
-            // The reason a run seems to stall: say it.
-            .on_breaker_change(move |c| {
-                let text = format!("circuit breaker for {}: {} -> {}", c.endpoint, c.from, c.to);
-                note(bar.as_ref(), &text);
-            });
-        if let Some(rate) = args.rate {
-            builder = builder.rate_limit(rate);
-        }
+            .on_breaker_change(move |c| note(bar.as_ref(), &breaker_change(c)));
         if let Some(sink) = keep.sink {
             builder = builder.dead_letters(sink);
         }
         let journal = keep.journal.as_ref().map(|j| j.path().to_owned());
         if let Some(j) = keep.journal {
             builder = builder.journal(j);
-        }
-        for secret in args.secrets.texts() {
-            // Already checked above, so this cannot fail.
-            builder = builder
-                .signing_secret(secret)
-                .map_err(|e| UsageError(format!("--secret: {e}")))?;
         }
         let hooks = builder
             .build()
@@ -205,8 +265,8 @@ impl Session {
             hooks,
             open,
             journal,
-            limit: args.queue as usize + args.workers as usize,
-            drain: ms(args.drain_timeout_ms),
+            limit: queue + args.workers as usize,
+            drain: args.drain(),
             interrupt: interrupt.clone(),
             progress,
             invalid: Cell::new(0),
@@ -482,110 +542,5 @@ impl Outstanding {
         let mut all: Vec<_> = state.by_id.drain().flat_map(|(_, list)| list).collect();
         all.sort_by_key(|(tag, _)| *tag);
         all
-    }
-}
-
-/// A spinner on stderr with the rate, delivered, retrying and dead-lettered
-/// counts, shown only when stderr is a terminal.
-struct Progress {
-    bar: Option<ProgressBar>,
-    last: Cell<Instant>,
-    /// Recent (time, delivered) samples, oldest first, for the rate.
-    samples: RefCell<VecDeque<(Instant, u64)>>,
-}
-
-/// The delivery rate is measured over about this long.
-const RATE_WINDOW: Duration = Duration::from_secs(3);
-
-/// The progress line. Parked only shows when there is any: replayed letters
-/// may go to several endpoints, each limited to part of the workers.
-fn progress_message(rate: f64, s: &DispatchStats, invalid: u64) -> String {
-    let parked = if s.parked > 0 {
-        format!(", parked {}", s.parked)
-    } else {
-        String::new()
-    };
-    format!(
-        "{rate:.1}/s, delivered {}, retrying {}{parked}, dead-lettered {}, accepted {}, invalid {invalid}",
-        s.delivered, s.waiting_retries, s.dead_lettered, s.accepted
-    )
-}
-
-impl Progress {
-    fn new() -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-            let style = ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner());
-            bar.set_style(style);
-            bar.enable_steady_tick(Duration::from_millis(100));
-            bar
-        });
-        Progress {
-            bar,
-            last: Cell::new(Instant::now()),
-            samples: RefCell::new(VecDeque::new()),
-        }
-    }
-
-    fn refresh(&self, counts: impl FnOnce() -> (DispatchStats, u64)) {
-        let Some(bar) = &self.bar else { return };
-        if self.last.get().elapsed() < REFRESH {
-            return;
-        }
-        self.last.set(Instant::now());
-        let (s, invalid) = counts();
-        let now = Instant::now();
-        let mut samples = self.samples.borrow_mut();
-        samples.push_back((now, s.delivered));
-        while samples.len() > 2 && now - samples[0].0 > RATE_WINDOW {
-            samples.pop_front();
-        }
-        let (since, before) = samples[0];
-        let seconds = (now - since).as_secs_f64();
-        let rate = if seconds > 0.0 {
-            (s.delivered - before) as f64 / seconds
-        } else {
-            0.0
-        };
-        bar.set_message(progress_message(rate, &s, invalid));
-    }
-
-    fn note(&self, text: &str) {
-        note(self.bar.as_ref(), text);
-    }
-
-    fn clear(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-    }
-}
-
-/// Prints a line on stderr, above the progress bar if there is one.
-fn note(bar: Option<&ProgressBar>, text: &str) {
-    match bar {
-        Some(bar) => bar.suspend(|| eprintln!("hookpool: {text}")),
-        None => eprintln!("hookpool: {text}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_progress_line_shows_parked_webhooks_only_when_there_are_some() {
-        let mut s = DispatchStats::default();
-        (s.delivered, s.waiting_retries, s.dead_lettered, s.accepted) = (7, 2, 1, 12);
-        assert_eq!(
-            progress_message(3.25, &s, 4),
-            "3.2/s, delivered 7, retrying 2, dead-lettered 1, accepted 12, invalid 4"
-        );
-        s.parked = 2;
-        assert_eq!(
-            progress_message(3.25, &s, 4),
-            "3.2/s, delivered 7, retrying 2, parked 2, dead-lettered 1, accepted 12, invalid 4"
-        );
     }
 }

@@ -25,6 +25,8 @@ use crate::resume::{Plan, remove_journal};
 use crate::run::{
     DeliveryArgs, IN_FLIGHT, Keep, NOT_QUEUED, Refused, Session, TICK, shutdown_letter,
 };
+use crate::send_redis::{self, Target};
+use crate::shared_queue::MaybeShared;
 use crate::{Interrupt, UsageError, exit_code, print_line};
 
 /// Where dead letters go without `--dead-letters`.
@@ -49,13 +51,13 @@ pub(crate) struct Args {
     /// Append dead letters to FILE, JSON Lines that `hookpool replay FILE` sends again
     /// (default: ./hookpool-dead-letters.jsonl, left behind only if something was
     /// dead-lettered)
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "redis")]
     dead_letters: Option<PathBuf>,
     /// Commit each line's webhook to the journal FILE (SQLite) before queueing it, with the
     /// input's position, so that running the same command again after a kill or Ctrl-C
     /// delivers what was left and goes on after the last line journaled (default:
     /// ./hookpool-journal.db, removed at the end once everything finished)
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "redis")]
     journal: Option<PathBuf>,
     /// No journal: webhooks live in memory only, a kill loses them, and a rerun starts
     /// again from the first line
@@ -64,8 +66,10 @@ pub(crate) struct Args {
     /// How each journal commit reaches the disk: `full` waits for it (survives a power
     /// cut); `normal` hands it to the operating system, many times faster, and survives
     /// the process being killed but not the machine crashing
-    #[arg(long, value_name = "MODE", value_enum, default_value_t = JournalSync::Full)]
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = JournalSync::Full, conflicts_with = "redis")]
     journal_sync: JournalSync,
+    #[command(flatten)]
+    shared: MaybeShared,
     #[command(flatten)]
     delivery: DeliveryArgs,
     /// JSON Lines input, one payload per line; `-` or nothing reads standard input
@@ -119,6 +123,15 @@ pub(crate) fn run(args: Args, interrupt: &Interrupt) -> Result<ExitCode, UsageEr
     {
         return Err(UsageError("--event-type must not be empty".into()));
     }
+    if let Some(queue) = args.shared.shared()? {
+        let target = Target {
+            url: &args.url,
+            event_type: args.event_type.as_deref(),
+            input: args.input.as_deref(),
+        };
+        return send_redis::run(&target, queue, &args.delivery, interrupt);
+    }
+    let queue_size = args.shared.queue_size()?;
     let source = Source::open(args.input.as_deref())?;
     let journal = (!args.no_journal).then(|| {
         args.journal
@@ -151,7 +164,7 @@ pub(crate) fn run(args: Args, interrupt: &Interrupt) -> Result<ExitCode, UsageEr
             .as_ref()
             .map(|j| Journal::new(j).synchronous(synchronous)),
     };
-    let session = Session::start(&args.delivery, "send", keep, "line", interrupt)?;
+    let session = Session::start(&args.delivery, queue_size, "send", keep, "line", interrupt)?;
     if let Some(journal) = &journal {
         if session.journal_cursor() != plan.saved.as_deref() {
             return Err(UsageError(format!(
@@ -313,7 +326,11 @@ pub(crate) fn run(args: Args, interrupt: &Interrupt) -> Result<ExitCode, UsageEr
 
 /// The webhook for one line: `None` for a blank line, an error in words for
 /// a line that is not JSON.
-fn webhook(url: &str, event_type: Option<&str>, bytes: Vec<u8>) -> Result<Option<Webhook>, String> {
+pub(crate) fn webhook(
+    url: &str,
+    event_type: Option<&str>,
+    bytes: Vec<u8>,
+) -> Result<Option<Webhook>, String> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }

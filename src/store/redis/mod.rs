@@ -10,6 +10,7 @@
 //! state stay per process.
 
 mod scripts;
+mod status;
 mod writer;
 
 use std::fmt;
@@ -210,6 +211,42 @@ impl RedisQueue {
     pub(crate) fn open(&self, name: &str) -> Result<Arc<RedisStore>, StoreError> {
         RedisStore::start(self.clone(), name)
     }
+
+    /// The URL without its credentials, for messages.
+    pub(crate) fn target(&self) -> String {
+        crate::webhook::redact_url(&self.url)
+    }
+
+    /// A client for the URL (and the CA certificates, if given); connects
+    /// to nothing yet.
+    pub(crate) fn client(&self) -> Result<redis::Client, StoreError> {
+        match &self.tls_roots {
+            Some(pem) => redis::Client::build_with_tls(
+                self.url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+            None => redis::Client::open(self.url.as_str()),
+        }
+        .map_err(|e| StoreError::Unavailable {
+            target: self.target(),
+            detail: format!("not a redis url, or bad CA certificates ({:?})", e.kind()),
+        })
+    }
+}
+
+/// A connection whose connect, reads and writes each time out after
+/// `timeout`.
+pub(crate) fn connect(
+    client: &redis::Client,
+    timeout: Duration,
+) -> Result<redis::Connection, redis::RedisError> {
+    let conn = client.get_connection_with_timeout(timeout)?;
+    conn.set_read_timeout(Some(timeout))?;
+    conn.set_write_timeout(Some(timeout))?;
+    Ok(conn)
 }
 
 /// The queue's keys, all under the hash tag `{name}`.

@@ -65,6 +65,8 @@ enum Op {
     },
     Revive {
         key: u64,
+        /// When the replay accepted it, in Unix milliseconds.
+        accepted_ms: u64,
         reply: Reply<bool>,
     },
     DeleteLetters {
@@ -156,15 +158,11 @@ struct Shared {
 impl Shared {
     /// A connection with the queue's timeouts.
     fn connect(&self) -> Result<Connection, redis::RedisError> {
-        let t = self.queue.timeout;
-        let conn = self.client.get_connection_with_timeout(t)?;
-        conn.set_read_timeout(Some(t))?;
-        conn.set_write_timeout(Some(t))?;
-        Ok(conn)
+        super::connect(&self.client, self.queue.timeout)
     }
 
     fn target(&self) -> String {
-        crate::webhook::redact_url(&self.queue.url)
+        self.queue.target()
     }
 
     fn unavailable(&self, e: &redis::RedisError) -> StoreError {
@@ -300,21 +298,8 @@ impl RedisStore {
     }
 
     pub(crate) fn start(queue: RedisQueue, name: &str) -> Result<Arc<Self>, StoreError> {
-        let target = crate::webhook::redact_url(&queue.url);
-        let client = match &queue.tls_roots {
-            Some(pem) => redis::Client::build_with_tls(
-                queue.url.as_str(),
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem.clone()),
-                },
-            ),
-            None => redis::Client::open(queue.url.as_str()),
-        }
-        .map_err(|e| StoreError::Unavailable {
-            target: target.clone(),
-            detail: format!("not a redis url, or bad CA certificates ({:?})", e.kind()),
-        })?;
+        let target = queue.target();
+        let client = queue.client()?;
         let shared = Arc::new(Shared {
             keys: Keys::new(&queue.name),
             worker: identity(),
@@ -480,8 +465,12 @@ impl Store for RedisStore {
         self.ask(|reply| Op::Letters { limit, reply })
     }
 
-    fn revive(&self, seq: u64, _row: Row) -> Result<bool, StoreError> {
-        self.ask(|reply| Op::Revive { key: seq, reply })
+    fn revive(&self, seq: u64, row: Row) -> Result<bool, StoreError> {
+        self.ask(|reply| Op::Revive {
+            key: seq,
+            accepted_ms: row.accepted_ms,
+            reply,
+        })
     }
 
     fn delete_dead_letters(&self, seqs: &[u64]) -> Result<usize, StoreError> {
@@ -631,25 +620,14 @@ fn check_eviction(shared: &Shared, conn: &mut Connection) {
 
 /// Reads the queue's counts for stats.
 fn refresh_status(shared: &Shared, conn: &mut Connection) -> bool {
-    let k = &shared.keys;
-    let ttl = u64::try_from(shared.queue.ttl.as_millis()).unwrap_or(u64::MAX);
-    let counts: redis::RedisResult<Vec<u64>> = shared.run(
-        conn,
-        &shared.scripts.status,
-        &[&k.ready, &k.delayed, &k.dead, &k.workers],
-        &[ttl.to_string(), k.claims_prefix.clone()],
-    );
+    let counts =
+        super::status::counts(conn, &shared.scripts.status, &shared.keys, shared.queue.ttl);
     match counts {
-        Ok(c) if c.len() == 5 => {
-            let mut status = shared.status.lock();
-            status.ready = c[0];
-            status.delayed = c[1];
-            status.processing = c[2];
-            status.dead = c[3];
-            status.workers_alive = c[4];
+        Ok(Some(counts)) => {
+            *shared.status.lock() = counts;
             true
         }
-        Ok(_) => false,
+        Ok(None) => false,
         Err(e) => {
             shared.warn("reading the queue's counts", &e);
             false
@@ -759,7 +737,15 @@ fn heartbeat(shared: &Shared) {
     }
     // Deregistered at once: what this process still holds (in flight at a
     // shutdown deadline) goes back to the others within a ttl, not later.
-    if let (Some(c), false) = (conn.as_mut(), shared.queue.producer_only) {
+    // Also when the loop never connected: a worker stopped within its first
+    // second must not look alive for a ttl.
+    if shared.queue.producer_only {
+        return;
+    }
+    if conn.is_none() {
+        conn = shared.connect().ok();
+    }
+    if let Some(c) = conn.as_mut() {
         let _: redis::RedisResult<i64> = redis::cmd("ZADD")
             .arg(&shared.keys.workers)
             .arg(0)
@@ -933,11 +919,13 @@ impl Writer {
         for op in batch {
             let answer = match op {
                 Op::Letters { limit, .. } => letters(&s, conn, *limit)?,
-                Op::Revive { key, .. } => s.run(
+                Op::Revive {
+                    key, accepted_ms, ..
+                } => s.run(
                     conn,
                     &s.scripts.revive,
                     &[&k.dead, &k.letters, &k.jobs, &k.ready],
-                    &[key.to_string()],
+                    &[key.to_string(), accepted_ms.to_string()],
                 )?,
                 Op::DeleteLetters { keys, .. } => {
                     let mut invocation = s.scripts.delete_letters.prepare_invoke();
