@@ -151,6 +151,8 @@ struct Shared {
     wake: Condvar,
     wake_lock: Mutex<()>,
     warned: RateLimit,
+    /// Late results are warned about at most every 10 s too.
+    stale_warned: RateLimit,
     epoch: Instant,
     name: String,
     /// The keys this process took and has not yet settled (a count: a key
@@ -323,6 +325,7 @@ impl RedisStore {
             wake: Condvar::new(),
             wake_lock: Mutex::new(()),
             warned: RateLimit::new(),
+            stale_warned: RateLimit::new(),
             epoch: Instant::now(),
             name: name.to_owned(),
             held: Mutex::new(HashMap::new()),
@@ -1093,11 +1096,15 @@ impl Writer {
         let stale: usize = (1..5).map(|k| sent[k].saturating_sub(held[k])).sum();
         if stale > 0 {
             c.stale.fetch_add(stale as u64, Ordering::Relaxed);
-            log::warn!(
-                target: "hookpool",
-                "{}: {stale} late results for webhooks the shared queue had taken back from this process; not counted there",
-                self.shared.name
-            );
+            let s = &self.shared;
+            let at = u64::try_from(s.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            if s.stale_warned.allow(at, Duration::from_secs(10)) {
+                log::warn!(
+                    target: "hookpool",
+                    "{}: {stale} late results for webhooks the shared queue had taken back from this process; not counted there (at most one such line every 10 s; hookpool_shared_queue_stale_results_total counts them all)",
+                    s.name
+                );
+            }
         }
     }
 
