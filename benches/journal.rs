@@ -19,7 +19,9 @@
 //!   `send_durable`, the time to commit). Variants: `off` (no journal,
 //!   `send_timeout`), `full` and `normal` (`send_durable`, synchronous
 //!   FULL and NORMAL), `full-try` (`try_send`, which returns before the
-//!   commit: the window until the commit is the journal's commit latency).
+//!   commit: the window until the commit is the journal's commit latency),
+//!   `full-64` (`full` from 64 threads: a commit can only take as many
+//!   rows as there are callers waiting).
 //!   Then the journal's size holding N, the workers let go, the time to
 //!   deliver the N from the backlog, and the size again after they are
 //!   delivered, and after shutdown (a checkpoint).
@@ -28,7 +30,12 @@
 //!   webhooks/s, submission to delivery p50/p99, CPU per webhook, file
 //!   sizes. Variants: `off` (`send_timeout`), `full` and `normal`
 //!   (`send_durable`), `full-async` (`send_timeout` with a FULL journal:
-//!   the row is written behind the caller's back).
+//!   the row is written behind the caller's back), `full-64` (`full`
+//!   from 64 threads). `send_timeout` with a
+//!   journal answers `Full` at once while the journal's writer has a
+//!   queue's worth (at least 1,024) of rows waiting, timeout or not; the
+//!   benchmark counts that (`refused_full_retried`) and sends again after
+//!   100 µs.
 //!
 //! Each round also measures, in this process and on the same disk, what the
 //! engine itself does: one thread inserting journal-like rows into a WAL
@@ -40,6 +47,7 @@
 //! Knobs: `HOOKPOOL_BENCH_N` (100000), `HOOKPOOL_BENCH_ROUNDS` (5),
 //! `HOOKPOOL_BENCH_SUBMITTERS` (16), `HOOKPOOL_BENCH_WORKERS` (16),
 //! `HOOKPOOL_BENCH_DIR`, `HOOKPOOL_BENCH_PHASES` (`accept,deliver,engine`),
+//! `HOOKPOOL_BENCH_VARIANTS` (a subset of the variants' names),
 //! `HOOKPOOL_BENCH_RECEIVER=fallback`.
 //!
 //! Under `cargo test --benches` (no `--bench` argument) it does nothing.
@@ -50,6 +58,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -62,20 +71,23 @@ use loopback::drive::{self, Scale, WAIT};
 use loopback::harness::{self, CHILD_LIMIT, Col};
 use loopback::measure::{self, Tracker};
 
-/// (variant, journal, how it submits) of the accept phase.
-const ACCEPT: [(&str, &str, &str); 4] = [
-    ("off", "off", "timeout"),
-    ("full", "full", "durable"),
-    ("normal", "normal", "durable"),
-    ("full-try", "full", "try"),
+/// (variant, journal, how it submits, submitting threads if not S) of the
+/// accept phase.
+const ACCEPT: [(&str, &str, &str, usize); 5] = [
+    ("off", "off", "timeout", 0),
+    ("full", "full", "durable", 0),
+    ("normal", "normal", "durable", 0),
+    ("full-try", "full", "try", 0),
+    ("full-64", "full", "durable", 64),
 ];
 
 /// The same for the deliver phase.
-const DELIVER: [(&str, &str, &str); 4] = [
-    ("off", "off", "timeout"),
-    ("full", "full", "durable"),
-    ("normal", "normal", "durable"),
-    ("full-async", "full", "timeout"),
+const DELIVER: [(&str, &str, &str, usize); 5] = [
+    ("off", "off", "timeout", 0),
+    ("full", "full", "durable", 0),
+    ("normal", "normal", "durable", 0),
+    ("full-async", "full", "timeout", 0),
+    ("full-64", "full", "durable", 64),
 ];
 
 /// Rows per commit in the engine's own measurement.
@@ -130,11 +142,33 @@ fn build(run: &Run, builder: hookpool::DispatcherBuilder) -> Dispatcher {
     builder.build().expect("dispatcher")
 }
 
+/// How often `send_timeout` answered `Full` before its timeout.
+static REFUSED_FULL: AtomicUsize = AtomicUsize::new(0);
+
 /// Hands webhook `w` over as `run.submit` says; whether it was taken.
 fn submit(hooks: &Dispatcher, run: &Run, w: Webhook) -> bool {
     match run.submit.as_str() {
         "durable" => hooks.send_durable(w, WAIT).is_ok(),
-        "timeout" => hooks.send_timeout(w, WAIT).is_ok(),
+        "timeout" => {
+            // With a journal, `send_timeout` answers `Full` at once, without
+            // waiting, while the journal's writer holds its fill of rows
+            // not yet committed (`DispatchHandle::journaled`): count it, and
+            // try again shortly, as a caller that must not drop it would.
+            let deadline = Instant::now() + WAIT;
+            let mut w = w;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match hooks.send_timeout(w, left) {
+                    Ok(()) => return true,
+                    Err(e) if e.is_full() && !left.is_zero() => {
+                        REFUSED_FULL.fetch_add(1, Ordering::Relaxed);
+                        w = e.into_inner();
+                        std::thread::sleep(Duration::from_micros(100));
+                    }
+                    Err(_) => return false,
+                }
+            }
+        }
         "try" => drive::try_until_taken(hooks, w, WAIT),
         other => panic!("unknown submit {other}"),
     }
@@ -226,6 +260,7 @@ fn accept(run: &Run) -> Value {
         "p999_ms": measure::quantile(&taken.call_ms, 0.999),
         "max_ms": taken.call_ms.last().copied(),
         "refused": taken.refused,
+        "refused_full_retried": REFUSED_FULL.load(Ordering::Relaxed),
         "committed_per_sec": run.scale.n as f64 / committed_secs,
         "cpu_us_per_webhook": cpu_ms * 1000.0 / run.scale.n as f64,
         "store": store,
@@ -283,6 +318,7 @@ fn deliver(run: &Run) -> Value {
         "cpu_us_per_webhook": cpu_ms * 1000.0 / run.scale.n as f64,
         "failed": tracker.failed_count(),
         "refused": taken.refused,
+        "refused_full_retried": REFUSED_FULL.load(Ordering::Relaxed),
         "delivered": report.stats.delivered,
         "kept": report.kept,
         "store": store,
@@ -386,6 +422,12 @@ fn orchestrate() -> Result<(), String> {
     let phases =
         std::env::var("HOOKPOOL_BENCH_PHASES").unwrap_or_else(|_| "accept,deliver,engine".into());
     let wants = |p: &str| phases.split(',').any(|x| x.trim() == p);
+    let variants = std::env::var("HOOKPOOL_BENCH_VARIANTS").ok();
+    let wants_variant = |v: &str| {
+        variants
+            .as_deref()
+            .is_none_or(|vs| vs.split(',').any(|x| x.trim() == v))
+    };
     let dir = std::env::var_os("HOOKPOOL_BENCH_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir)
@@ -404,13 +446,16 @@ fn orchestrate() -> Result<(), String> {
     let mut sitting = harness::Sitting::default();
     for round in 0..scale.rounds {
         sitting.round_begins(round + 1);
-        for (phase, variants) in [("accept", ACCEPT), ("deliver", DELIVER)] {
+        for (phase, variants) in [("accept", &ACCEPT[..]), ("deliver", &DELIVER[..])] {
             if !wants(phase) {
                 continue;
             }
             let mut order = variants.to_vec();
             order.rotate_left(round % variants.len());
-            for (variant, journal, how) in order {
+            for (variant, journal, how, threads) in order {
+                if !wants_variant(variant) {
+                    continue;
+                }
                 let path = dir.join(format!("{phase}-{variant}.db"));
                 remove_journal(&path);
                 let run = Run {
@@ -420,7 +465,14 @@ fn orchestrate() -> Result<(), String> {
                     warmup: if phase == "deliver" { 500 } else { 0 },
                     url: receiver.url(),
                     path: path.clone(),
-                    scale,
+                    scale: Scale {
+                        submitters: if threads > 0 {
+                            threads
+                        } else {
+                            scale.submitters
+                        },
+                        ..scale
+                    },
                 };
                 let result = loopback::run_child(harness::child_command(&run)?, CHILD_LIMIT);
                 remove_journal(&path);

@@ -32,7 +32,8 @@
 //!   `-P 100`, against the same server: the ceiling.
 //!
 //! The fetcher claims at most what the local queue has room for, so the
-//! local queue is the claim's batch: the variants named `-q256` have a
+//! local queue is the claim's batch (`split-1` against `split-1-q256`
+//! shows what that does to draining): the variants named `-q256` have a
 //! local queue of 256 (the most one claim takes); `memory-q256` is the
 //! in-memory dispatcher with the same queue, to compare with.
 //!
@@ -99,7 +100,7 @@ const fn v(
 /// The most the fetcher claims at once (`MAX_CLAIM` in `src/webhook/fetch.rs`).
 const BIG_QUEUE: usize = 256;
 
-const VARIANTS: [Variant; 10] = [
+const VARIANTS: [Variant; 11] = [
     v("memory", "memory", 1, false, 0),
     v("memory-q256", "memory", 1, false, BIG_QUEUE),
     v("redis-1", "e2e", 1, false, 0),
@@ -107,6 +108,7 @@ const VARIANTS: [Variant; 10] = [
     v("redis-2-q256", "e2e", 2, false, BIG_QUEUE),
     v("try-1-q256", "e2e", 1, true, BIG_QUEUE),
     v("try-2-q256", "e2e", 2, true, BIG_QUEUE),
+    v("split-1", "split", 1, false, 0),
     v("split-1-q256", "split", 1, false, BIG_QUEUE),
     v("split-2-q256", "split", 2, false, BIG_QUEUE),
     v("redis-benchmark", "ceiling", 1, false, 0),
@@ -334,9 +336,26 @@ impl Ctx {
     /// One step of a variant: its children, and what they did together.
     fn step(&self, mode: &str, queue: &str, variant: &Variant) -> Result<Value, String> {
         let procs = variant.procs;
-        let cpu0 = self.server.cpu_ms();
+        let (cpu0, calls0) = (self.server.cpu_ms(), self.server.command_stats());
         let results = self.children(mode, queue, variant)?;
         let redis_cpu_ms = self.server.cpu_ms() - cpu0;
+        let n = self.scale.n as f64;
+        // What Redis ran for these webhooks: calls per webhook, and the
+        // microseconds each call took, by command.
+        let mut commands = serde_json::Map::new();
+        for (cmd, (calls, usec)) in self.server.command_stats() {
+            let (c0, u0) = calls0.get(&cmd).copied().unwrap_or((0, 0));
+            let (calls, usec) = (calls.saturating_sub(c0), usec.saturating_sub(u0));
+            if calls > 0 {
+                commands.insert(
+                    cmd,
+                    json!({
+                        "per_webhook": calls as f64 / n,
+                        "us_per_call": usec as f64 / calls as f64,
+                    }),
+                );
+            }
+        }
         let ns = |k: &'static str| results.iter().filter_map(move |r| r[k].as_u64());
         let start = ns("start_ns").min().unwrap_or(0);
         // The first process to see the queue empty saw it as early as any.
@@ -348,7 +367,6 @@ impl Ctx {
         .unwrap_or(0);
         let secs = end.saturating_sub(start) as f64 / 1e9;
         let sum = |k: &str| results.iter().filter_map(|r| r[k].as_f64()).sum::<f64>();
-        let n = self.scale.n as f64;
         let mut out = json!({
             "procs": procs,
             "secs": secs,
@@ -358,6 +376,7 @@ impl Ctx {
             "failed": sum("failed"),
             "cpu_us_per_webhook": sum("cpu_ms") * 1000.0 / n,
             "redis_cpu_us_per_webhook": redis_cpu_ms * 1000.0 / n,
+            "redis_commands": commands,
             "processes": results,
         });
         if procs == 1 {

@@ -119,7 +119,7 @@ pub fn load_average() -> Vec<f64> {
 
 /// The median over rounds of every number in the rounds' results, with
 /// the numbers of nested objects lifted to the top (`store.commits`
-/// becomes `store_commits`); other fields are left out. Also how many
+/// becomes `store_commits`, at any depth); other fields are left out. Also how many
 /// rounds there were.
 pub fn medians(rounds: &[Value]) -> Value {
     let flat: Vec<Map<String, Value>> = rounds.iter().map(flatten).collect();
@@ -180,9 +180,9 @@ fn flatten(r: &Value) -> Map<String, Value> {
     let mut flat = Map::new();
     for (k, v) in r.as_object().into_iter().flatten() {
         match v.as_object() {
-            Some(inner) => {
-                for (ik, iv) in inner {
-                    flat.insert(format!("{k}_{ik}"), iv.clone());
+            Some(_) => {
+                for (ik, iv) in flatten(v) {
+                    flat.insert(format!("{k}_{ik}"), iv);
                 }
             }
             None => {

@@ -3,6 +3,7 @@
 //! process group of its own, stopped and reaped on drop; and
 //! `redis-benchmark` against it, the ceiling.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -69,6 +70,38 @@ impl RedisServer {
         s.write_all(b"PING\r\n").is_ok()
             && s.read_exact(&mut answer).is_ok()
             && &answer == b"+PONG\r\n"
+    }
+
+    /// `INFO commandstats`: calls and microseconds spent, by command.
+    pub fn command_stats(&self) -> BTreeMap<String, (u64, u64)> {
+        let mut stats = BTreeMap::new();
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return stats;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        if s.write_all(b"INFO commandstats\r\nQUIT\r\n").is_err() {
+            return stats;
+        }
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        // "cmdstat_evalsha:calls=3,usec=90,usec_per_call=30.00,..."
+        for line in text.lines() {
+            let Some((cmd, fields)) = line
+                .strip_prefix("cmdstat_")
+                .and_then(|l| l.split_once(':'))
+            else {
+                continue;
+            };
+            let field = |name: &str| {
+                fields
+                    .split(',')
+                    .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0)
+            };
+            stats.insert(cmd.to_owned(), (field("calls"), field("usec")));
+        }
+        stats
     }
 
     pub fn url(&self) -> String {
