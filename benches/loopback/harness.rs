@@ -70,14 +70,19 @@ pub struct Sitting {
 impl Sitting {
     /// Round `round` (from 1) begins.
     pub fn round_begins(&mut self, round: usize) {
-        self.load
-            .push(json!({ "round": round, "before": load_average() }));
+        self.load.push(json!({
+            "round": round,
+            "before": load_average(),
+            "cpu_pressure_before": pressure("cpu"),
+        }));
     }
 
     /// The round begun last has ended.
     pub fn round_ends(&mut self) {
         if let Some(last) = self.load.last_mut() {
             last["after"] = json!(load_average());
+            last["cpu_pressure_after"] = json!(pressure("cpu"));
+            last["io_pressure_after"] = json!(pressure("io"));
         }
     }
 
@@ -115,6 +120,25 @@ pub fn load_average() -> Vec<f64> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The share of the last 10 and 60 seconds in which some runnable task
+/// waited for `resource` (`cpu` or `io`), in percent (`/proc/pressure`,
+/// "some"): how much the machine's other work held this benchmark back.
+pub fn pressure(resource: &str) -> Vec<f64> {
+    let text = std::fs::read_to_string(format!("/proc/pressure/{resource}")).unwrap_or_default();
+    let Some(some) = text.lines().find(|l| l.starts_with("some ")) else {
+        return Vec::new();
+    };
+    ["avg10=", "avg60="]
+        .iter()
+        .filter_map(|k| {
+            some.split_whitespace()
+                .find_map(|f| f.strip_prefix(k))?
+                .parse()
+                .ok()
+        })
+        .collect()
 }
 
 /// The median over rounds of every number in the rounds' results, with
