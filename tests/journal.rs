@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, SystemTime};
 
+use common::frozen_disk::FrozenDisk;
 use common::server::{Recorded, Reply, TestServer};
 use common::tempdir::TempDir;
 use common::wait_until;
@@ -453,6 +454,71 @@ fn a_full_journal_refuses_with_the_webhook_and_loses_nothing() {
         (report.stats.delivered, report.kept),
         (acked.len() as u64 + 1, 0)
     );
+}
+
+/// The journal's disk stalls (frozen with `fsfreeze`, so every write and
+/// fsync blocks) while webhooks keep coming. Once its writer holds as many
+/// uncommitted rows as it may (four times the queue, at least 1,024),
+/// `try_send` is refused at once, with the webhook, though the queue is
+/// empty; `send_timeout` waits for the disk for up to its timeout instead:
+/// refused after it while the disk stays stalled, accepted once the disk
+/// answers. Everything accepted is delivered, and the journal ends empty.
+/// (Skipped where an ext4 image cannot be loop-mounted, unless
+/// HOOKPOOL_REQUIRE_MOUNT is set.)
+#[test]
+fn send_timeout_waits_for_a_stalled_journal_and_try_send_does_not() {
+    let dir = TempDir::new("journal-stalled");
+    let Some(disk) = FrozenDisk::mount(dir.path("disk"), 64) else {
+        return;
+    };
+    let server = TestServer::start(|_: &Recorded| Reply::Status(204));
+    let hooks = builder("stalled", &disk.path("j.db"))
+        .queue_capacity(64)
+        .build()
+        .unwrap();
+    hooks.send_durable(hook(&server, 0), BOUND).unwrap();
+    let mut accepted = 1;
+    let frozen = disk.freeze();
+    let mut n = 1;
+    let refused = loop {
+        assert!(n < 20_000, "the writer's backlog never filled");
+        n += 1;
+        let Err(e) = hooks.try_send(hook(&server, n)) else {
+            accepted += 1;
+            continue;
+        };
+        // The queue was full, or the writer: once the receiver has taken
+        // everything queued, only the writer can refuse.
+        assert!(wait_until(BOUND, || hooks.stats().delivered == accepted));
+        match hooks.try_send(e.into_inner()) {
+            Ok(()) => accepted += 1,
+            Err(e) => break e,
+        }
+    };
+    assert!(refused.is_full(), "{refused:?}");
+    let pending = hooks.stats().store.unwrap().pending;
+    assert!(pending >= 1024, "{pending} waiting for the disk");
+
+    // Still stalled: send_timeout waits its whole timeout, then refuses.
+    let wait = Duration::from_millis(300);
+    let started = std::time::Instant::now();
+    let back = hooks.send_timeout(refused.into_inner(), wait).unwrap_err();
+    assert!(back.is_full() && started.elapsed() >= wait, "{back:?}");
+
+    // Waiting when the disk answers again: accepted.
+    std::thread::scope(|s| {
+        let waiting = s.spawn(|| hooks.send_timeout(back.into_inner(), BOUND));
+        // Not refused at once: it is still waiting a while later.
+        let waited = wait_until(Duration::from_millis(300), || waiting.is_finished());
+        assert!(!waited, "send_timeout returned while the disk was stalled");
+        frozen.thaw();
+        waiting.join().unwrap().unwrap();
+    });
+    accepted += 1;
+    assert!(wait_until(BOUND, || hooks.stats().delivered == accepted));
+    let report = hooks.shutdown();
+    assert_eq!((report.stats.delivered, report.kept), (accepted, 0));
+    assert_eq!(report.stats.store.unwrap().backlog, 0);
 }
 
 /// A tmpfs of our own, unmounted on drop; `None` where mounting is not

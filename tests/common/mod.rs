@@ -5,6 +5,7 @@ pub mod child;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod exposition;
+pub mod frozen_disk;
 pub mod logger;
 pub mod pacing;
 pub mod redis;
