@@ -366,3 +366,56 @@ fn a_timeout_longer_than_half_the_ttl_is_refused() {
         "{err}"
     );
 }
+
+/// Redis answers a claim only after the worker gave up waiting (it was
+/// busy past the worker's timeout): what that claim took is the worker's
+/// in Redis, but the worker never saw it. The worker must not strand it
+/// there while it lives: every webhook is still delivered.
+#[test]
+fn a_claim_whose_answer_was_lost_strands_nothing() {
+    let Some(redis) = RedisServer::start("lost-claim") else {
+        return;
+    };
+    logger::install();
+    let server = TestServer::start(|_: &Recorded| {
+        Reply::Delay(Duration::from_millis(20), Box::new(Reply::Status(204)))
+    });
+    let hooks = builder(
+        "lost-claim",
+        RedisQueue::new(&redis.url(), "lost-claim")
+            .timeout(Duration::from_millis(200))
+            .worker_ttl(Duration::from_secs(10)),
+    )
+    .queue_capacity(4)
+    .build()
+    .unwrap();
+    for n in 0..100 {
+        hooks.send_durable(hook(&server, n), BOUND).unwrap();
+    }
+    assert!(wait_until(BOUND, || hooks.stats().delivered >= 10));
+    // Redis busy for a second: the fetcher's claim times out meanwhile,
+    // and Redis runs it after.
+    redis.cli(&["EVAL", BUSY_SECOND, "0"]);
+    assert!(
+        wait_until(BOUND, || hooks.stats().delivered == 100),
+        "delivered {} of 100; queue {:?}",
+        hooks.stats().delivered,
+        hooks.stats().store.unwrap().shared
+    );
+    assert_eq!(server.request_count(), 100, "each once");
+    // The claim's answer was lost, and what it took was put back.
+    assert!(
+        logger::lines_containing("without this process hearing back")
+            .iter()
+            .any(|l| l.message.starts_with("lost-claim: ")),
+        "no claim's answer was lost"
+    );
+    let _ = hooks.shutdown();
+}
+
+/// A script that keeps Redis busy for a second.
+const BUSY_SECOND: &str = "local t = redis.call('TIME'); local start = t[1] * 1000000 + t[2]
+while true do
+  t = redis.call('TIME')
+  if t[1] * 1000000 + t[2] - start > 1000000 then return 1 end
+end";

@@ -17,6 +17,22 @@ pub struct Running {
     stderr: Option<std::thread::JoinHandle<()>>,
 }
 
+/// This test binary, set to run only its ignored test `name`: a child
+/// process that is a test of its own (not run on its own), configured by
+/// the environment the caller adds.
+pub fn ignored_test(name: &str) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().expect("this test binary"));
+    cmd.args([
+        "--exact",
+        name,
+        "--ignored",
+        "--nocapture",
+        "--test-threads",
+        "1",
+    ]);
+    cmd
+}
+
 impl Running {
     pub fn spawn(mut cmd: Command) -> Running {
         let mut child = cmd
@@ -86,15 +102,6 @@ impl Running {
         self.signal("INT");
     }
 
-    /// Sends a signal by name (`INT`, `TERM`).
-    pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
-    }
-
     /// Waits for the exit; then the rest of stdout and all of stderr.
     pub fn finish(mut self, timeout: Duration) -> (i32, Vec<String>, String) {
         self.close_stdin();
@@ -133,6 +140,28 @@ impl Running {
     /// (or stdout is closed).
     pub fn try_next_line(&self, timeout: Duration) -> Option<String> {
         self.stdout.recv_timeout(timeout).ok()
+    }
+
+    /// The next line on stdout that contains `needle`, from the needle on
+    /// (the test harness writes `test NAME ... ` before a child test's
+    /// first line); `None` if stdout ends or no line comes within
+    /// `timeout` of the previous one.
+    pub fn line_with(&self, needle: &str, timeout: Duration) -> Option<String> {
+        loop {
+            let line = self.try_next_line(timeout)?;
+            if let Some(at) = line.find(needle) {
+                return Some(line[at..].to_owned());
+            }
+        }
+    }
+
+    /// Sends `signal` (a name for kill(1): `STOP`, `CONT`, ...).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
     }
 
     /// Kills the child with SIGKILL (no chance to clean up) and reaps it.

@@ -84,6 +84,25 @@ pub fn wait_for_a_waiting_submission(pool: &str, thread: &str) {
     );
 }
 
+/// Which of `secrets` signed a request (its index), or `None`: tests whose
+/// processes each sign with a secret of their own tell by this which
+/// process sent a request.
+pub fn signer(request: &server::Recorded, secrets: &[&str]) -> Option<usize> {
+    let header = |name| request.header(name).unwrap_or("");
+    secrets.iter().position(|secret| {
+        hookpool::verify(
+            &[hookpool::SigningSecret::new(secret).expect("a valid secret")],
+            header("webhook-id"),
+            header("webhook-timestamp"),
+            header("webhook-signature"),
+            &request.body,
+            std::time::SystemTime::now(),
+            Duration::from_secs(300),
+        )
+        .is_ok()
+    })
+}
+
 /// Set in a child process started by [`run_test_in_child`].
 const CHILD_VAR: &str = "HOOKPOOL_TEST_CHILD";
 

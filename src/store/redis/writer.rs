@@ -3,7 +3,7 @@
 //! thread that also takes back dead workers' webhooks and reads the queue's
 //! counts, and the connection `claim` uses.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -151,8 +151,15 @@ struct Shared {
     wake: Condvar,
     wake_lock: Mutex<()>,
     warned: RateLimit,
+    /// Late results are warned about at most every 10 s too.
+    stale_warned: RateLimit,
     epoch: Instant,
     name: String,
+    /// The keys this process took and has not yet settled (a count: a key
+    /// may be taken again before the change that let it go is settled).
+    /// Redis may hold more in this process's claims: what a claim took
+    /// whose answer never came back (a timeout, an interrupted read).
+    held: Mutex<HashMap<u64, u32>>,
 }
 
 impl Shared {
@@ -212,11 +219,18 @@ impl Shared {
     }
 }
 
+/// The fetcher's side of the store: its connection, and when to look for
+/// strays in this process's claims.
+struct Claimer {
+    conn: Option<Connection>,
+    strays_due: Instant,
+}
+
 /// The shared queue as a [`Store`].
 pub(crate) struct RedisStore {
     shared: Arc<Shared>,
     ops: Mutex<Option<Sender<Op>>>,
-    claim_conn: Mutex<Option<Connection>>,
+    claim_conn: Mutex<Claimer>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     closed: AtomicBool,
     max_pending: u64,
@@ -311,8 +325,10 @@ impl RedisStore {
             wake: Condvar::new(),
             wake_lock: Mutex::new(()),
             warned: RateLimit::new(),
+            stale_warned: RateLimit::new(),
             epoch: Instant::now(),
             name: name.to_owned(),
+            held: Mutex::new(HashMap::new()),
             queue,
         });
         // At build: reachable, scripts loaded, eviction checked, registered.
@@ -353,10 +369,14 @@ impl RedisStore {
         threads.push(spawn("redis", Box::new(move || writer.run()))?);
         let beat = Arc::clone(&shared);
         threads.push(spawn("heartbeat", Box::new(move || heartbeat(&beat)))?);
+        let strays_due = Instant::now() + shared.queue.ttl;
         Ok(Arc::new(RedisStore {
             shared,
             ops: Mutex::new(Some(tx)),
-            claim_conn: Mutex::new(None),
+            claim_conn: Mutex::new(Claimer {
+                conn: None,
+                strays_due,
+            }),
             threads: Mutex::new(threads),
             closed: AtomicBool::new(false),
             max_pending: 64 * 1024,
@@ -524,29 +544,41 @@ impl Store for RedisStore {
             return Ok(Vec::new());
         }
         let s = &self.shared;
-        let mut slot = self.claim_conn.lock();
-        if slot.is_none() {
-            *slot = Some(s.connect().map_err(|e| {
+        let mut claimer = self.claim_conn.lock();
+        let claimer = &mut *claimer;
+        if claimer.conn.is_none() {
+            claimer.conn = Some(s.connect().map_err(|e| {
                 s.warn("connecting", &e);
                 s.unavailable(&e)
             })?);
         }
-        let Some(conn) = slot.as_mut() else {
+        let Some(conn) = claimer.conn.as_mut() else {
             return Ok(Vec::new());
         };
         let k = &s.keys;
         let claims = k.claims(&s.worker);
-        let result: redis::RedisResult<Vec<Value>> = s.run(
-            conn,
-            &s.scripts.claim,
-            &[&k.ready, &k.delayed, &k.jobs, &claims, &k.workers],
-            &[s.worker.clone(), max.to_string()],
-        );
+        let now = Instant::now();
+        let mut result = Ok(());
+        if now >= claimer.strays_due {
+            result = release_strays(s, conn);
+            claimer.strays_due = now + s.queue.ttl;
+        }
+        let result: redis::RedisResult<Vec<Value>> = result.and_then(|()| {
+            s.run(
+                conn,
+                &s.scripts.claim,
+                &[&k.ready, &k.delayed, &k.jobs, &claims, &k.workers],
+                &[s.worker.clone(), max.to_string()],
+            )
+        });
         let values = match result {
             Ok(values) => values,
             Err(e) => {
                 s.warn("claiming", &e);
-                *slot = None;
+                claimer.conn = None;
+                // Redis may have run the claim all the same: look for what
+                // it took at the next claim that gets through.
+                claimer.strays_due = now;
                 return Err(s.unavailable(&e));
             }
         };
@@ -567,11 +599,15 @@ impl Store for RedisStore {
             return Ok(Vec::new());
         }
         let mut rows = Vec::with_capacity(values.len() / 2);
+        let mut held = s.held.lock();
         for pair in values.chunks(2) {
             let (Some(key), Some(job)) = (pair.first(), pair.get(1)) else {
                 continue;
             };
             let key: Option<u64> = redis::from_redis_value_ref(key).ok();
+            if let Some(key) = key {
+                *held.entry(key).or_default() += 1;
+            }
             let job: Option<String> = redis::from_redis_value_ref(job).ok();
             match (key, job.and_then(|j| serde_json::from_str::<Job>(&j).ok())) {
                 (Some(key), Some(job)) => rows.push(job.into_row(key)),
@@ -597,6 +633,32 @@ impl Drop for RedisStore {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// Puts back in the queue what this process's claims hold in Redis but the
+/// process does not: what a claim took whose answer never came back.
+/// Called from the fetcher, between its claims.
+fn release_strays(shared: &Shared, conn: &mut Connection) -> redis::RedisResult<()> {
+    let k = &shared.keys;
+    let claims = k.claims(&shared.worker);
+    // Read before the claims: a key settled meanwhile is gone from both.
+    let known: HashSet<u64> = shared.held.lock().keys().copied().collect();
+    let claimed: Vec<u64> = redis::cmd("SMEMBERS").arg(&claims).query(conn)?;
+    let strays: Vec<String> = claimed
+        .into_iter()
+        .filter(|key| !known.contains(key))
+        .map(|key| key.to_string())
+        .collect();
+    if strays.is_empty() {
+        return Ok(());
+    }
+    let n: u64 = shared.run(conn, &shared.scripts.release, &[&claims, &k.ready], &strays)?;
+    log::warn!(
+        target: "hookpool",
+        "{}: {n} webhooks claimed from the shared queue without this process hearing back (a lost answer) are back in the queue",
+        shared.name
+    );
+    Ok(())
 }
 
 /// Warns when Redis may evict keys: a webhook evicted is a webhook lost.
@@ -975,6 +1037,22 @@ impl Writer {
                 };
             }
         }
+        let mut taken = self.shared.held.lock();
+        for op in &batch {
+            if let Op::Ack { key, .. }
+            | Op::Schedule { key, .. }
+            | Op::Bury { key, .. }
+            | Op::Release { key, .. } = op
+            {
+                if let Some(n) = taken.get_mut(key) {
+                    *n -= 1;
+                    if *n == 0 {
+                        taken.remove(key);
+                    }
+                }
+            }
+        }
+        drop(taken);
         for op in batch {
             c.pending.fetch_sub(1, Ordering::Relaxed);
             match op {
@@ -1018,11 +1096,15 @@ impl Writer {
         let stale: usize = (1..5).map(|k| sent[k].saturating_sub(held[k])).sum();
         if stale > 0 {
             c.stale.fetch_add(stale as u64, Ordering::Relaxed);
-            log::warn!(
-                target: "hookpool",
-                "{}: {stale} late results for webhooks the shared queue had taken back from this process; not counted there",
-                self.shared.name
-            );
+            let s = &self.shared;
+            let at = u64::try_from(s.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            if s.stale_warned.allow(at, Duration::from_secs(10)) {
+                log::warn!(
+                    target: "hookpool",
+                    "{}: {stale} late results for webhooks the shared queue had taken back from this process; not counted there (at most one such line every 10 s; hookpool_shared_queue_stale_results_total counts them all)",
+                    s.name
+                );
+            }
         }
     }
 
