@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 use common::frozen_disk::FrozenDisk;
 use common::server::{Recorded, Reply, TestServer};
 use common::tempdir::TempDir;
+use common::tmpfs::Tmpfs;
 use common::wait_until;
 use hookpool::{
     BuildError, DeadLetterReason, Dispatcher, DispatcherBuilder, DurableError, Journal,
@@ -521,44 +522,11 @@ fn send_timeout_waits_for_a_stalled_journal_and_try_send_does_not() {
     assert_eq!(report.stats.store.unwrap().backlog, 0);
 }
 
-/// A tmpfs of our own, unmounted on drop; `None` where mounting is not
-/// allowed (not root, or no CAP_SYS_ADMIN), unless HOOKPOOL_REQUIRE_MOUNT is
-/// set (CI sets it).
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn mount(at: std::path::PathBuf, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(&at).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&at)
-            .output();
-        match out {
-            Ok(out) if out.status.success() => Some(Tmpfs(at)),
-            other => {
-                assert!(
-                    std::env::var_os("HOOKPOOL_REQUIRE_MOUNT").is_none(),
-                    "mounting a tmpfs is required but failed: {other:?}"
-                );
-                eprintln!("cannot mount a tmpfs here ({other:?}); skipped (CI runs it as root)");
-                None
-            }
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 /// A real full disk mid-run (another file takes the room): a typed error
 /// with the webhook, nothing acknowledged lost, and writing resumes once
 /// the room is back.
 #[test]
 fn a_full_filesystem_loses_nothing_acknowledged() {
-    use std::io::Write;
     let dir = TempDir::new("journal-tmpfs");
     let Some(fs) = Tmpfs::mount(dir.path("mnt"), "2m") else {
         return;
@@ -573,16 +541,7 @@ fn a_full_filesystem_loses_nothing_acknowledged() {
         .build()
         .unwrap();
     // Something else fills the disk, but for 96 KiB.
-    let filler_path = fs.0.join("filler");
-    let mut filler = std::fs::File::create(&filler_path).unwrap();
-    let chunk = vec![0u8; 16 * 1024];
-    let mut written = 0u64;
-    while filler.write_all(&chunk).is_ok() {
-        written += chunk.len() as u64;
-        assert!(written < 64 << 20, "the tmpfs never filled");
-    }
-    filler.set_len(written.saturating_sub(96 * 1024)).unwrap();
-    filler.sync_all().unwrap();
+    let filler_path = fs.fill_leaving(96 * 1024);
     let pad = "y".repeat(4000);
     let send = |n: u32| {
         let webhook = Webhook::new(
@@ -613,7 +572,6 @@ fn a_full_filesystem_loses_nothing_acknowledged() {
         "{full:?}: {full}"
     );
     // The room comes back.
-    drop(filler);
     std::fs::remove_file(&filler_path).unwrap();
     up.store(true, Ordering::SeqCst);
     assert!(wait_until(BOUND, || hooks.stats().delivered == acked.len() as u64));

@@ -13,6 +13,7 @@ pub mod server;
 #[cfg(all(feature = "cli", feature = "redis"))]
 pub mod shared_queue;
 pub mod tempdir;
+pub mod tmpfs;
 
 use std::time::{Duration, Instant};
 
