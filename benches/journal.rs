@@ -465,14 +465,7 @@ fn orchestrate() -> Result<(), String> {
                     )
                 });
             }
-            let result = harness::fsync_latency(&dir, 0.5).map_err(|e| e.to_string());
-            harness::record(runs, "engine ", "fdatasync", round + 1, result, |r| {
-                format!(
-                    "4 KiB, p50 {:.3} ms, p99 {:.3} ms",
-                    r["p50_ms"].as_f64().unwrap_or(f64::NAN),
-                    r["p99_ms"].as_f64().unwrap_or(f64::NAN)
-                )
-            });
+            harness::record_fsync(runs, "engine ", &dir, round + 1);
         }
         sitting.round_ends();
     }

@@ -254,6 +254,24 @@ pub fn filesystem(dir: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// Measures the disk under `dir` for half a second ([`fsync_latency`]) and
+/// records it in `runs` as the variant `fdatasync` of `round`.
+pub fn record_fsync(
+    runs: &mut BTreeMap<String, Vec<Value>>,
+    label: &str,
+    dir: &Path,
+    round: usize,
+) {
+    let result = fsync_latency(dir, 0.5).map_err(|e| e.to_string());
+    record(runs, label, "fdatasync", round, result, |r| {
+        format!(
+            "4 KiB, p50 {:.3} ms, p99 {:.3} ms",
+            r["p50_ms"].as_f64().unwrap_or(f64::NAN),
+            r["p99_ms"].as_f64().unwrap_or(f64::NAN)
+        )
+    });
+}
+
 /// A 4 KiB overwrite in a 4 MiB file plus `fdatasync`, as a WAL frame
 /// write is, repeated for `secs`: p50 and p99.
 pub fn fsync_latency(dir: &Path, secs: f64) -> std::io::Result<Value> {
