@@ -457,15 +457,46 @@ fn a_full_journal_refuses_with_the_webhook_and_loses_nothing() {
     );
 }
 
+/// Sends webhooks numbered from `*n` on with `try_send` until the journal's
+/// writer refuses one (it holds as many uncommitted rows as it may); counts
+/// those accepted into `accepted`, and returns the refusal.
+fn fill_the_writer(
+    hooks: &Dispatcher,
+    server: &TestServer,
+    n: &mut u32,
+    accepted: &mut u64,
+) -> hookpool::SubmitError<Webhook> {
+    let limit = *n + 20_000;
+    let refused = loop {
+        assert!(*n < limit, "the writer's backlog never filled");
+        *n += 1;
+        let Err(e) = hooks.try_send(hook(server, *n)) else {
+            *accepted += 1;
+            continue;
+        };
+        // The queue was full, or the writer: once the receiver has taken
+        // everything queued, only the writer can refuse.
+        assert!(wait_until(BOUND, || hooks.stats().delivered == *accepted));
+        match hooks.try_send(e.into_inner()) {
+            Ok(()) => *accepted += 1,
+            Err(e) => break e,
+        }
+    };
+    assert!(refused.is_full(), "{refused:?}");
+    let pending = hooks.stats().store.unwrap().pending;
+    assert!(pending >= 1024, "{pending} waiting for the disk");
+    refused
+}
+
 /// The journal's disk stalls (frozen with `fsfreeze`, so every write and
 /// fsync blocks) while webhooks keep coming. Once its writer holds as many
 /// uncommitted rows as it may (four times the queue, at least 1,024),
 /// `try_send` is refused at once, with the webhook, though the queue is
 /// empty; `send_timeout` waits for the disk for up to its timeout instead:
 /// refused after it while the disk stays stalled, accepted once the disk
-/// answers. Everything accepted is delivered, and the journal ends empty.
-/// (Skipped where an ext4 image cannot be loop-mounted, unless
-/// HOOKPOOL_REQUIRE_MOUNT is set.)
+/// answers, and `Closed` as soon as a shutdown begins. Everything accepted
+/// is delivered, and the journal ends empty. (Skipped where an ext4 image
+/// cannot be loop-mounted, unless HOOKPOOL_REQUIRE_MOUNT is set.)
 #[test]
 fn send_timeout_waits_for_a_stalled_journal_and_try_send_does_not() {
     let dir = TempDir::new("journal-stalled");
@@ -478,27 +509,9 @@ fn send_timeout_waits_for_a_stalled_journal_and_try_send_does_not() {
         .build()
         .unwrap();
     hooks.send_durable(hook(&server, 0), BOUND).unwrap();
-    let mut accepted = 1;
+    let (mut n, mut accepted) = (0, 1);
     let frozen = disk.freeze();
-    let mut n = 1;
-    let refused = loop {
-        assert!(n < 20_000, "the writer's backlog never filled");
-        n += 1;
-        let Err(e) = hooks.try_send(hook(&server, n)) else {
-            accepted += 1;
-            continue;
-        };
-        // The queue was full, or the writer: once the receiver has taken
-        // everything queued, only the writer can refuse.
-        assert!(wait_until(BOUND, || hooks.stats().delivered == accepted));
-        match hooks.try_send(e.into_inner()) {
-            Ok(()) => accepted += 1,
-            Err(e) => break e,
-        }
-    };
-    assert!(refused.is_full(), "{refused:?}");
-    let pending = hooks.stats().store.unwrap().pending;
-    assert!(pending >= 1024, "{pending} waiting for the disk");
+    let refused = fill_the_writer(&hooks, &server, &mut n, &mut accepted);
 
     // Still stalled: send_timeout waits its whole timeout, then refuses.
     let wait = Duration::from_millis(300);
@@ -517,7 +530,27 @@ fn send_timeout_waits_for_a_stalled_journal_and_try_send_does_not() {
     });
     accepted += 1;
     assert!(wait_until(BOUND, || hooks.stats().delivered == accepted));
-    let report = hooks.shutdown();
+
+    // Stalled again, and a shutdown begins while a sender waits: the
+    // sender gets Closed at once, not Full when its timeout ends.
+    let frozen = disk.freeze();
+    let refused = fill_the_writer(&hooks, &server, &mut n, &mut accepted);
+    let handle = hooks.handle();
+    let report = std::thread::scope(|s| {
+        let waiting = s.spawn(|| handle.send_timeout(refused.into_inner(), BOUND));
+        let waited = wait_until(Duration::from_millis(300), || waiting.is_finished());
+        assert!(!waited, "send_timeout returned while the disk was stalled");
+        // The shutdown itself waits for the disk to write what it holds.
+        let stopping = s.spawn(|| hooks.shutdown());
+        assert!(
+            wait_until(Duration::from_secs(5), || waiting.is_finished()),
+            "a sender waiting for the stalled journal did not notice the shutdown"
+        );
+        let back = waiting.join().unwrap().unwrap_err();
+        assert!(back.is_closed(), "{back:?}");
+        frozen.thaw();
+        stopping.join().unwrap()
+    });
     assert_eq!((report.stats.delivered, report.kept), (accepted, 0));
     assert_eq!(report.stats.store.unwrap().backlog, 0);
 }

@@ -50,10 +50,10 @@ impl DispatchHandle {
     /// [`max_in_flight_per_endpoint`](crate::DispatcherBuilder::max_in_flight_per_endpoint)):
     /// answer 429, or dead-letter it with reason `queue_full`. With a
     /// [journal](crate::DispatcherBuilder::journal) or a shared Redis
-    /// queue, also when its
-    /// writer is behind: four times the queue's capacity (at least 1,024)
-    /// webhooks wait for their commit, because the disk or Redis is slower
-    /// than the senders.
+    /// queue, also when its writer is behind, because the disk or Redis
+    /// is slower than the senders: four times the queue's capacity (at
+    /// least 1,024) webhooks wait for the journal's commit, or 65,536 for
+    /// Redis.
     /// [`SubmitError::Closed`] with the webhook once shutdown has begun.
     ///
     /// # Examples
@@ -145,8 +145,11 @@ impl DispatchHandle {
                 Err(busy @ StoreError::Busy { .. }) => busy,
                 other => return other,
             };
+            if self.submitter.is_closed() {
+                return Err(StoreError::Closed);
+            }
             let waited = started.elapsed();
-            if waited >= wait || self.submitter.is_closed() {
+            if waited >= wait {
                 return Err(busy);
             }
             std::thread::sleep(nap.min(wait - waited));

@@ -3,8 +3,9 @@
 //! With the journal (the default), each line's webhook is committed to it
 //! before it is queued. Lines are committed in batches, one transaction
 //! each: the lines the input has already given, up to [`BATCH`] and the
-//! room left under `--queue`, with the input's position after the batch's
-//! last webhook. A rerun of a send that was killed or interrupted delivers
+//! room left for outstanding webhooks (`--queue` plus `--workers`; a batch
+//! waits until half of that is free), with the input's position after the
+//! batch's last webhook. A rerun of a send that was killed or interrupted delivers
 //! what the journal holds, then goes on after the last line journaled; an
 //! input that changed since is refused.
 
@@ -207,6 +208,13 @@ pub(crate) fn run(args: Args, interrupt: &Interrupt) -> Result<ExitCode, UsageEr
                 break;
             }
         };
+        // A read error ends the input after this batch, whatever becomes
+        // of the batch: noted first, so that a refused batch cannot hide it.
+        let failed = read.failed.is_some();
+        if let Some((n, e)) = read.failed {
+            session.note(&format!("cannot read line {n}: {e}"));
+            read_error = Some(e.to_string());
+        }
         let mut batch = Vec::with_capacity(read.lines.len());
         // The position after the batch's last webhook, saved with it.
         let mut mark = None;
@@ -245,9 +253,7 @@ pub(crate) fn run(args: Args, interrupt: &Interrupt) -> Result<ExitCode, UsageEr
                 }
             }
         }
-        if let Some((n, e)) = read.failed {
-            session.note(&format!("cannot read line {n}: {e}"));
-            read_error = Some(e.to_string());
+        if failed {
             break;
         }
     }

@@ -85,13 +85,15 @@ pub(crate) fn run(
                 break;
             }
         };
-        let lines = read.lines.into_iter().map(|l| (l.n, l.bytes)).collect();
-        if !run.batch(lines) {
-            break;
-        }
+        // A read error ends the input after this batch, whatever becomes
+        // of the batch: noted first, so that a refused batch cannot hide it.
+        let failed = read.failed.is_some();
         if let Some((n, e)) = read.failed {
             eprintln!("hookpool: cannot read line {n}: {e}");
             read_error = Some(e.to_string());
+        }
+        let lines = read.lines.into_iter().map(|l| (l.n, l.bytes)).collect();
+        if !run.batch(lines) || failed {
             break;
         }
     }
