@@ -691,7 +691,12 @@ fn a_read_only_journal_fails_at_build() {
     let root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
     if root {
         use std::os::unix::process::CommandExt;
-        let out = Command::new(std::env::current_exe().unwrap())
+        // A copy `nobody` can run: the build's own folder may be closed to
+        // it (a checkout in a private temporary directory).
+        let exe = dir.path("journal-test");
+        std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+        mode(&exe, 0o755);
+        let out = Command::new(&exe)
             .args([
                 "--exact",
                 "read_only_opener",
