@@ -1,40 +1,58 @@
 //! One endpoint's pace: an in-flight limit and a send rate that adapt to
-//! push-back (AIMD), a pause set by `Retry-After`, slow start after a pause
-//! or an outage, and an optional configured rate. A pure state machine:
-//! time is passed in, nothing here sleeps or locks.
+//! push-back, a pause set by `Retry-After`, slow start after a pause or an
+//! outage, and an optional configured rate. A pure state machine: time is
+//! passed in, nothing here sleeps or locks.
 //!
-//! - **Push-back** (429, or 503 with `Retry-After`) cuts both limits
+//! - **Push-back** (429, or 503 with `Retry-After`) cuts the in-flight limit
 //!   multiplicatively, once per round: answers to requests sent before the
-//!   last cut describe the old pace and cut nothing. The rate is cut from
-//!   what the receiver actually accepted over the last second, so the first
-//!   cut after an unpaced burst lands near the receiver's real rate.
-//! - **Timeouts** cut the in-flight limit the same way.
-//! - **Success** raises the in-flight limit by about one per round
-//!   (`+1/limit` per success), and the rate by [`RATE_GROWTH`] of itself per
-//!   second of sending at that rate.
+//!   last cut describe the old pace and cut nothing. **Timeouts** cut it the
+//!   same way, and **success** raises it by about one per round (`+1/limit`
+//!   per success).
+//! - **The rate.** The first push-back sets a rough one, from how fast the
+//!   receiver took the burst before it and how long it asked to wait, and
+//!   the rate then *probes*: it doubles every [`PROBE_DOUBLING`] while it
+//!   is what holds sends back. A push-back from a receiver that only needed
+//!   fewer requests at once therefore leaves no lasting cap. A later
+//!   push-back sets the rate to an estimate of the receiver's own (see
+//!   [`estimate`](super::estimate): the least rate at which a token bucket
+//!   of the burst it showed would have accepted what it accepted), and the
+//!   rate *settles* there: it is held for [`HOLD_PAUSES`] times the pause,
+//!   since probing past it costs a whole `Retry-After`, and then grows by
+//!   [`RATE_GROWTH`] of itself per second of sending at it. After push-back
+//!   without a pause it grows at once.
 //! - **A pause** (`Retry-After`) holds every send until it ends, then the
 //!   in-flight limit restarts from one and doubles per round of successes
 //!   (slow start), so the backlog is not released at one instant.
 
 use std::time::{Duration, Instant};
 
+use super::estimate::{Estimate, Estimator};
+use super::window::Window;
+
 /// Multiplicative cut of the in-flight limit on push-back or timeout.
 pub(crate) const LIMIT_CUT: f64 = 0.7;
-/// Multiplicative cut of the send rate on push-back, applied to what the
-/// receiver accepted over the last second.
+/// Multiplicative cut of the send rate on push-back when there is no
+/// estimate of the receiver's rate to go by.
 pub(crate) const RATE_CUT: f64 = 0.85;
-/// Growth of the send rate per second of sending at that rate, as a share
-/// of the rate: slow, because each overshoot can cost a whole `Retry-After`.
+/// An estimate never sets the rate above this share of the rate that was
+/// pushed back: every push-back that cuts the rate cuts it.
+pub(crate) const MOST_OF_PUSHED_BACK: f64 = 0.95;
+/// The rate is set this far below the estimate: estimates count requests
+/// in flight late, but the clock's readings are not exact either.
+pub(crate) const ESTIMATE_MARGIN: f64 = 0.98;
+/// While probing, the rate doubles this often, as long as it binds.
+pub(crate) const PROBE_DOUBLING: Duration = Duration::from_millis(100);
+/// ...or every this many sends, if that takes longer.
+const PROBE_SENDS: u32 = 4;
+/// A rate settled after a push-back that paused is held for this many
+/// times that pause before it grows: probing past it costs a pause, and
+/// this keeps that cost to about a tenth of the time.
+pub(crate) const HOLD_PAUSES: u32 = 10;
+/// Growth of a settled rate per second of sending at that rate, as a share
+/// of the rate.
 pub(crate) const RATE_GROWTH: f64 = 0.03;
 /// The least time between two rate cuts.
 const RATE_SETTLE: Duration = Duration::from_millis(100);
-/// Below [`RATE_CUT`] of the rate at the last cut, the rate closes this
-/// share of the gap per second.
-const APPROACH: f64 = 0.5;
-/// Sends at this share of the rate or more, and the rate binds.
-const BINDING: f64 = 0.8;
-/// The first cut, from an unpaced burst, halves what was measured.
-pub(crate) const FIRST_RATE_CUT: f64 = 0.5;
 /// In-flight limit growth per second once probing costs a pause.
 pub(crate) const SLOW_LIMIT_GROWTH: f64 = 0.1;
 
@@ -49,9 +67,8 @@ pub(crate) const MIN_RATE: f64 = 1.0;
 const CATCH_UP: Duration = Duration::from_millis(10);
 /// The longest wait between two paced sends, whatever the rate.
 const LONGEST_INTERVAL: Duration = Duration::from_secs(365 * 24 * 3600);
-/// The window over which accepted requests are counted for a rate cut.
-const WINDOW: Duration = Duration::from_secs(1);
-const SLOTS: usize = 10;
+/// Sends at this share of the rate or more, and the rate binds.
+const BINDING: f64 = 0.8;
 /// Learned pace is forgotten after this long without traffic.
 pub(crate) const FORGET_AFTER: Duration = Duration::from_secs(600);
 
@@ -80,63 +97,14 @@ pub(crate) struct PushBackEffect {
     pub(crate) added: Duration,
 }
 
-/// Events per slot of `WINDOW / SLOTS` over the last `WINDOW`, for a rate.
-#[derive(Debug, Clone, Default)]
-struct Window {
-    /// `(slot number, events)`; slot number = time since `origin` / slot.
-    slots: [(u64, u32); SLOTS],
-    origin: Option<Instant>,
-    /// Counting began here: events before it are not counted, and the rate
-    /// is over the time since (a pause is not time spent sending).
-    since: Option<Instant>,
-}
-
-impl Window {
-    fn slot_of(origin: Instant, t: Instant) -> u64 {
-        let slot = WINDOW / SLOTS as u32;
-        (t.saturating_duration_since(origin).as_nanos() / slot.as_nanos()) as u64
-    }
-
-    fn add(&mut self, now: Instant) {
-        if self.since.is_some_and(|since| now < since) {
-            return;
-        }
-        let origin = *self.origin.get_or_insert(now);
-        self.since.get_or_insert(now);
-        let n = Self::slot_of(origin, now);
-        let cell = &mut self.slots[(n % SLOTS as u64) as usize];
-        if cell.0 != n {
-            *cell = (n, 0);
-        }
-        cell.1 += 1;
-    }
-
-    /// Forgets every event and counts again from `since`.
-    fn restart(&mut self, since: Instant) {
-        self.slots = Default::default();
-        self.since = Some(since);
-    }
-
-    /// Events per second over the last `WINDOW`, or since counting began if
-    /// that is more recent; `None` without any.
-    fn rate(&self, now: Instant) -> Option<f64> {
-        let (origin, since) = (self.origin?, self.since?);
-        let n = Self::slot_of(origin, now);
-        let recent = n.saturating_sub(SLOTS as u64 - 1);
-        let count: u32 = self
-            .slots
-            .iter()
-            .filter(|(slot, c)| *c > 0 && *slot >= recent && *slot <= n)
-            .map(|(_, c)| c)
-            .sum();
-        if count == 0 {
-            return None;
-        }
-        let span = now
-            .saturating_duration_since(since)
-            .clamp(Duration::from_millis(10), WINDOW);
-        Some(f64::from(count) / span.as_secs_f64())
-    }
+/// How the adaptive rate grows (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Growth {
+    /// Set without an estimate: doubles every [`PROBE_DOUBLING`].
+    Probing,
+    /// Set from an estimate: held until `hold_until`, then grows by
+    /// [`RATE_GROWTH`] of itself a second.
+    Settled { hold_until: Option<Instant> },
 }
 
 /// One endpoint's pace. See the module docs.
@@ -148,6 +116,7 @@ pub(crate) struct Pacer {
     ramp: Option<f64>,
     /// Adaptive send rate, requests per second; `None` until push-back.
     rate: Option<f64>,
+    growth: Growth,
     /// The configured rate, if any: the adaptive rate never exceeds it.
     configured: Option<f64>,
     /// When the next paced send may go (virtual scheduling).
@@ -155,15 +124,14 @@ pub(crate) struct Pacer {
     paused_until: Option<Instant>,
     /// Answers to requests sent before this cut nothing.
     last_cut: Option<Instant>,
+    /// When the rate was last cut: in-flight cuts do not delay the next.
+    rate_cut_at: Option<Instant>,
     /// When the rate last grew, for time-based growth.
     grown_at: Option<Instant>,
     /// Successes of requests sent before this do not grow slow start.
     ramp_from: Option<Instant>,
     /// The last push-back paused the endpoint: overshooting costs a pause.
     costly: bool,
-    /// The rate at the last rate cut: the rate grows back towards
-    /// [`RATE_CUT`] of it quickly, and past that slowly.
-    bad: Option<f64>,
     /// The in-flight count at the last cut: the limit grows back to just
     /// below it quickly, and past it slowly.
     bad_limit: Option<f64>,
@@ -171,8 +139,9 @@ pub(crate) struct Pacer {
     /// them were pushed back, and the limit the cut set.
     round: Option<(usize, usize, f64)>,
     limit_grown_at: Option<Instant>,
-    /// Requests the receiver accepted, and requests sent.
-    accepted: Window,
+    /// What the receiver accepted, for its rate.
+    estimator: Estimator,
+    /// Requests sent, for the sending rate.
     sent: Window,
     pub(crate) push_backs: u64,
     pub(crate) paused_total: Duration,
@@ -185,18 +154,19 @@ impl Pacer {
             limit: f64::INFINITY,
             ramp: None,
             rate: None,
+            growth: Growth::Probing,
             configured,
             next_send: None,
             paused_until: None,
             last_cut: None,
+            rate_cut_at: None,
             grown_at: None,
             ramp_from: None,
             costly: false,
-            bad: None,
             round: None,
             bad_limit: None,
             limit_grown_at: None,
-            accepted: Window::default(),
+            estimator: Estimator::default(),
             sent: Window::default(),
             push_backs: 0,
             paused_total: Duration::ZERO,
@@ -248,10 +218,7 @@ impl Pacer {
             self.went(start);
             return start;
         };
-        // Rates are positive and finite; a tiny one waits a year, not
-        // forever, and not so long that the arithmetic below overflows.
-        let interval = Duration::try_from_secs_f64(1.0 / rate)
-            .map_or(LONGEST_INTERVAL, |i| i.min(LONGEST_INTERVAL));
+        let interval = interval(rate);
         let catch_up = CATCH_UP.min(interval * 2);
         // A send behind schedule by less than `catch_up` keeps the schedule
         // (the next may follow at once); further behind, the lane was idle
@@ -269,7 +236,8 @@ impl Pacer {
     /// Counts a request sent at `at` without a reservation (unpaced).
     pub(crate) fn went(&mut self, at: Instant) {
         self.last_active = Some(at);
-        self.sent.add(at);
+        self.sent.add(at, self.rate());
+        self.estimator.sent(at);
     }
 
     /// Records how a request sent at `sent_at` ended, at `now`, with
@@ -287,7 +255,7 @@ impl Pacer {
         let fresh = self.last_cut.is_none_or(|cut| sent_at > cut);
         match outcome {
             Outcome::Success => {
-                self.accepted.add(now);
+                self.estimator.accepted(sent_at, now);
                 let in_ramp = self.ramp_from.is_none_or(|from| sent_at >= from);
                 if let (Some(ramp), true) = (&mut self.ramp, in_ramp) {
                     *ramp += 1.0;
@@ -301,7 +269,6 @@ impl Pacer {
                     // pauses, so it grows by time, not by round.
                     let below_last = self.bad_limit.is_some_and(|bad| self.limit + 1.0 < bad);
                     if self.costly && !below_last {
-                        // Probing costs a pause: grow by time, not by round.
                         let dt = self.limit_grown_at.replace(now).map_or(0.0, |t| {
                             now.saturating_duration_since(t)
                                 .min(Duration::from_millis(100))
@@ -325,39 +292,45 @@ impl Pacer {
                 self.limit_grown_at = None;
                 if !fresh {
                     self.same_round_push_back();
-                } else {
-                    match self.rate {
-                        // The first push-back: both limits, the rate from
-                        // what the receiver took (before any success, from
-                        // what was sent: it took less than that).
-                        None => {
-                            self.cut(now, in_flight);
-                            let measured = self
-                                .accepted
-                                .rate(now)
-                                .or_else(|| self.sent.rate(now))
-                                .unwrap_or(MIN_RATE);
-                            let factor = self.rate_cut(now, pause).min(FIRST_RATE_CUT);
-                            self.bad = Some(measured);
-                            self.set_rate(now, measured * factor);
-                        }
-                        // Later, the limit that held the request back; the
-                        // rate too once one request at a time is too many.
-                        Some(rate) if self.rate_binding(now) || self.limit < 2.0 => {
-                            // A drained bucket takes a while to show that a
-                            // new rate is below its own: one cut per settle.
-                            if self.last_cut.is_some_and(|c| now < c + RATE_SETTLE) {
-                                return Some(self.pause(now, pause));
+                    return Some(self.pause(now, pause));
+                }
+                // Pushed back at a rate held where an estimate put it: the
+                // estimate was too high.
+                let surprised =
+                    matches!(self.growth, Growth::Settled { hold_until: Some(h) } if now < h);
+                let estimate = self.estimator.pushed_back(sent_at, now, surprised);
+                match self.rate {
+                    // The first push-back: both limits, the rate a guess
+                    // that probes upwards from there.
+                    None => {
+                        self.cut(now, in_flight);
+                        let sent = self.sent.rate(now);
+                        let guess = self.estimator.first_guess(now, pause, sent);
+                        self.set_rate(now, guess, Growth::Probing);
+                        self.rate_cut_at = Some(now);
+                    }
+                    Some(rate) => {
+                        let binding = self.rate_binding(now);
+                        // What was pushed back: the rate, or what went if
+                        // that was slower (and went long enough to tell).
+                        let pushed = match self.sent.since {
+                            Some(since) if !binding && now >= since + self.lately(rate) => {
+                                self.sent.rate(now).unwrap_or(rate).min(rate)
                             }
-                            let sent = self.sent.rate(now).unwrap_or(rate);
-                            let base = rate.min(sent);
-                            let factor = self.rate_cut(now, pause);
-                            self.bad = Some(base);
-                            self.set_rate(now, base * factor);
-                            self.last_cut = Some(now);
-                            self.grown_at = None;
+                            _ => rate,
+                        };
+                        let trusted = estimate.filter(|e| e.trusted());
+                        // The limit that held the request back; the rate
+                        // too once one request at a time is too many, or
+                        // once the receiver is known to take fewer a second
+                        // than went (a rate limiter answers fast, so few
+                        // were in flight, but more would not have helped).
+                        let over = trusted.is_some_and(|e| e.rate < pushed * MOST_OF_PUSHED_BACK);
+                        if binding || over || self.limit < 2.0 {
+                            self.cut_rate(now, pause, pushed, estimate, surprised);
+                        } else {
+                            self.cut(now, in_flight);
                         }
-                        Some(_) => self.cut(now, in_flight),
                     }
                 }
                 Some(self.pause(now, pause))
@@ -373,9 +346,7 @@ impl Pacer {
                 // Never earlier than now: the schedule only moves back by
                 // the send that did not happen.
                 if let (Some(next), Some(rate)) = (self.next_send, self.rate()) {
-                    let interval = Duration::try_from_secs_f64(1.0 / rate)
-                        .unwrap_or(LONGEST_INTERVAL)
-                        .min(LONGEST_INTERVAL);
+                    let interval = interval(rate);
                     self.next_send = Some(next.checked_sub(interval).unwrap_or(next).max(now));
                 }
                 None
@@ -383,26 +354,76 @@ impl Pacer {
         }
     }
 
-    /// Whether the rate is what holds sends back: sends go at nearly that
-    /// rate since it was last set (rather than slower, held back by the
-    /// in-flight limit or by fewer webhooks to send).
+    /// Cuts the rate after a push-back that paused `pause`, sent at
+    /// `pushed` requests a second: to the receiver's estimated rate if that
+    /// rests on enough evidence, and holds it there; else by
+    /// [`rate_cut`](Self::rate_cut), but no lower than a weak estimate.
+    fn cut_rate(
+        &mut self,
+        now: Instant,
+        pause: Duration,
+        pushed: f64,
+        estimate: Option<Estimate>,
+        surprised: bool,
+    ) {
+        // A drained bucket takes a while to show that a new rate is below
+        // its own: one cut per settle.
+        if self.rate_cut_at.is_some_and(|c| now < c + RATE_SETTLE) {
+            return;
+        }
+        let hold_until = (!pause.is_zero())
+            .then(|| crate::clock::deadline_after(now, pause.saturating_mul(HOLD_PAUSES)));
+        let (rate, hold_until) = match estimate {
+            Some(e) if e.trusted() => (
+                (e.rate * ESTIMATE_MARGIN).min(pushed * MOST_OF_PUSHED_BACK),
+                hold_until,
+            ),
+            // Pushed back at a rate held at an estimate: a little below,
+            // held again, so that the run at it shows the burst anew.
+            None if surprised => (pushed * MOST_OF_PUSHED_BACK, hold_until),
+            // Too little accepted between push-backs to go by: a cut, not
+            // held.
+            _ => (pushed * self.rate_cut(now, pause), None),
+        };
+        if std::env::var_os("HOOKPOOL_PACE_DEBUG").is_some() {
+            eprintln!(
+                "PACEDBG cut pushed {pushed:.0} estimate {estimate:?} -> {rate:.0} {:?}",
+                self.estimator
+            );
+        }
+        self.set_rate(now, rate, Growth::Settled { hold_until });
+        self.last_cut = Some(now);
+        self.rate_cut_at = Some(now);
+        self.grown_at = None;
+    }
+
+    /// Whether the rate is what holds sends back: sends lately went at
+    /// nearly the rate in force (rather than slower, held back by the
+    /// in-flight limit or by fewer webhooks to send). Compared with the
+    /// lowest rate over that time, so that a probing rate, which doubles
+    /// as it goes, still binds.
     fn rate_binding(&self, now: Instant) -> bool {
         let Some(rate) = self.rate() else {
             return false;
         };
         self.sent
-            .rate(now)
-            .is_some_and(|sent| sent >= BINDING * rate)
+            .recent(now, self.lately(rate))
+            .is_some_and(|(sent, lowest)| sent >= BINDING * lowest.unwrap_or(rate).min(rate))
     }
 
-    /// How much to cut the rate by, for a push-back at `now` that pauses
-    /// for `pause`. Sending at `r` for `T`, since the last pause or rate
-    /// change, drained a bucket that the pause `P` had refilled with at most
-    /// `R·P` tokens: `r·T ≤ R·(T + P)`, so `R` lies between `r·T/(T + P)` and
-    /// `r`. The cut goes to the middle of that range in proportion (their
-    /// geometric mean), never less than a quarter, never more than
-    /// [`RATE_CUT`]: a bucket drained at once is far from its rate, one
-    /// drained slowly is close.
+    /// The span over which sends are measured against `rate`: long enough
+    /// to hold a few of them.
+    fn lately(&self, rate: f64) -> Duration {
+        (interval(rate) * 4).max(Duration::from_millis(250))
+    }
+
+    /// How much to cut the rate by without an estimate, for a push-back at
+    /// `now` that pauses for `pause`. Sending at `r` for `T`, since the last
+    /// pause or rate change, drained a bucket that the pause `P` had
+    /// refilled with at most `R·P` tokens: `r·T ≤ R·(T + P)`, so `R` lies
+    /// between `r·T/(T + P)` and `r`. The cut goes to the middle of that
+    /// range in proportion (their geometric mean), never less than a
+    /// quarter, never more than [`RATE_CUT`].
     fn rate_cut(&self, now: Instant, pause: Duration) -> f64 {
         let Some(resumed) = self.sent.since else {
             return RATE_CUT;
@@ -438,9 +459,10 @@ impl Pacer {
         self.ramp = self.ramp.map(|r| r.min(self.limit));
     }
 
-    fn set_rate(&mut self, now: Instant, rate: f64) {
+    fn set_rate(&mut self, now: Instant, rate: f64, growth: Growth) {
         let rate = rate.max(MIN_RATE);
         self.rate = Some(self.configured.map_or(rate, |c| rate.min(c)));
+        self.growth = growth;
         self.next_send = None;
         // Sends under the old rate say nothing about the new one.
         self.sent.restart(now);
@@ -464,11 +486,18 @@ impl Pacer {
         // A gap longer than a few sends is not "sending at that rate".
         let gap = Duration::from_millis(100).max(Duration::from_secs_f64((2.0 / rate).min(60.0)));
         let dt = now.saturating_duration_since(since).min(gap).as_secs_f64();
-        let approach = self
-            .bad
-            .map_or(0.0, |bad| APPROACH * (bad * RATE_CUT - rate));
-        let step = (RATE_GROWTH * rate).max(MIN_RATE_STEP).max(approach) * dt;
-        self.rate = Some(rate + step);
+        let grown = match self.growth {
+            // At a slow rate, a few sends per doubling: each is evidence.
+            Growth::Probing => {
+                let doubling = PROBE_DOUBLING.max(interval(rate) * PROBE_SENDS);
+                rate * (dt / doubling.as_secs_f64()).exp2()
+            }
+            Growth::Settled { hold_until } if hold_until.is_some_and(|h| now < h) => rate,
+            Growth::Settled { .. } => rate + (RATE_GROWTH * rate).max(MIN_RATE_STEP) * dt,
+        };
+        // Never past the configured rate: it would bind, and the adaptive
+        // rate would grow without end.
+        self.rate = Some(self.configured.map_or(grown, |c| grown.min(c)));
     }
 
     /// Holds every send until `now + pause` and restarts slow start.
@@ -487,8 +516,15 @@ impl Pacer {
             self.paused_until = Some(until);
             self.paused_total += added;
             // Time paused is not time spent sending.
-            self.accepted.restart(until);
             self.sent.restart(until);
+            // The run after the pause drains a full bucket from its start
+            // if its rate does not grow meanwhile.
+            let steady = match (self.rate, self.growth) {
+                (None, _) => true,
+                (Some(_), Growth::Settled { hold_until }) => hold_until.is_some_and(|h| h > until),
+                (Some(_), Growth::Probing) => false,
+            };
+            self.estimator.pause_until(now, until, steady);
         }
         self.restart_at(now);
         self.next_send = None;
@@ -504,4 +540,10 @@ impl Pacer {
         self.ramp = Some(1.0);
         self.ramp_from = Some(now);
     }
+}
+
+/// The time between two sends at `rate`: a tiny rate waits a year, not
+/// forever, and not so long that the arithmetic on it overflows.
+fn interval(rate: f64) -> Duration {
+    Duration::try_from_secs_f64(1.0 / rate).map_or(LONGEST_INTERVAL, |i| i.min(LONGEST_INTERVAL))
 }

@@ -1,11 +1,11 @@
-//! Lanes and pacers: unit tests, and a simulation in virtual time of a lane
-//! against receivers that push back, to show it converges on their pace.
+//! Lanes and pacers: unit tests, and (in `simulation`) lanes and pacers
+//! against receivers that push back, in virtual time.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
 use super::*;
+
+mod simulation;
 
 fn ep(host: &str) -> Endpoint {
     Endpoint::new("http", host, 80)
@@ -218,9 +218,9 @@ fn the_first_push_back_cuts_both_limits_once_per_round() {
     p.record(push_back, t0, t1, 8, 8);
     let (limit, rate) = (p.in_flight_limit(8), p.rate().unwrap());
     assert_eq!(limit, 5, "8 in flight, cut by 0.7");
-    // 90 accepted in the last second (the first 10 fell out of the window),
-    // halved: the first cut comes after an unpaced burst.
-    assert!((rate - 90.0 * pacer::FIRST_RATE_CUT).abs() < 1e-9, "{rate}");
+    // 100 accepted in the second from the first answer to the push-back,
+    // which paused nothing: the rate probes upwards from there.
+    assert!((rate - 100.0).abs() < 1e-9, "{rate}");
     // Three more of the same round are pushed back: it accepted 4 of the 8,
     // so the limit goes to 4, and the rate stays.
     for _ in 0..3 {
@@ -232,6 +232,107 @@ fn the_first_push_back_cuts_both_limits_once_per_round() {
     let t2 = t1 + Duration::from_millis(1);
     p.record(Outcome::Timeout, t2, t2, 4, 8);
     assert_eq!(p.in_flight_limit(8), 2);
+}
+
+/// The first push-back sets a rate from the burst before it: the receiver
+/// took `A` in `T` (first answer to push-back), then asked for a pause `P`,
+/// so its rate lies between `A/(T + P)` and `A/T`; the guess is their
+/// geometric mean. The rate then probes upwards: sending at it, every send
+/// accepted, it doubles every `PROBE_DOUBLING`.
+#[test]
+fn the_first_push_back_guesses_a_rate_that_then_probes_upwards() {
+    let mut p = Pacer::new(None);
+    let (t0, sec) = (Instant::now(), Duration::from_secs(1));
+    for i in 0..100 {
+        p.went(t0);
+        p.record(OK, t0, t0 + Duration::from_millis(i * 10), 8, 8);
+    }
+    p.record(Outcome::PushBack { pause: sec }, t0, t0 + sec, 8, 8);
+    let guess = p.rate().unwrap();
+    assert!((guess - 100.0 / 2f64.sqrt()).abs() < 1e-9, "{guess}");
+    let mut now = p.paused_until(t0 + sec).unwrap();
+    let probe_from = now;
+    while now < probe_from + 5 * pacer::PROBE_DOUBLING {
+        now = p.reserve(now);
+        p.record(OK, now, now + Duration::from_millis(1), 1, 8);
+    }
+    let grown = p.rate().unwrap() / guess;
+    assert!((16.0..=40.0).contains(&grown), "x{grown} in five doublings");
+}
+
+/// Whether the rate binds is judged by what went against the rate: sends
+/// in bursts that the rate spaces out, but that come only half as often as
+/// it allows (an in-flight limit holds them back), do not grow a probing
+/// rate; sends that keep up with it do.
+#[test]
+fn the_rate_binds_only_when_sends_keep_up_with_it() {
+    let mut p = Pacer::new(None);
+    let t0 = Instant::now();
+    p.went(t0);
+    let no_pause = Outcome::PushBack {
+        pause: Duration::ZERO,
+    };
+    p.record(no_pause, t0, t0, 1, 8);
+    let rate = p.rate().unwrap();
+    assert_eq!(rate, 100.0, "one send in the shortest span, 10 ms");
+    let mut burst = t0;
+    for _ in 0..50 {
+        burst += Duration::from_millis(40);
+        for _ in 0..2 {
+            let at = p.reserve(burst);
+            p.record(OK, at, at + Duration::from_millis(1), 2, 8);
+        }
+    }
+    assert_eq!(p.rate(), Some(rate), "bursts at half the rate");
+    let mut now = burst + Duration::from_millis(40);
+    for _ in 0..20 {
+        now = p.reserve(now);
+        p.record(OK, now, now + Duration::from_millis(1), 1, 8);
+    }
+    assert!(p.rate().unwrap() > rate, "sends that keep up");
+}
+
+/// A push-back right after a pause, when a request or two have gone, cuts
+/// from the rate: a sending rate measured over a few milliseconds says
+/// nothing.
+#[test]
+fn a_push_back_right_after_a_pause_cuts_from_the_rate() {
+    let mut p = Pacer::new(None);
+    let (t0, sec) = (Instant::now(), Duration::from_secs(1));
+    for i in 0..1000 {
+        p.went(t0);
+        p.record(OK, t0, t0 + Duration::from_micros(i * 100), 8, 8);
+    }
+    let pause = Outcome::PushBack { pause: sec };
+    // One in flight: one at a time is too many, so the rate is what cuts.
+    p.record(pause, t0, t0 + Duration::from_millis(100), 1, 8);
+    let guess = p.rate().unwrap();
+    let resumed = p.paused_until(t0).unwrap();
+    let at = p.reserve(resumed);
+    p.record(pause, at, at + Duration::from_millis(1), 1, 8);
+    assert!(
+        p.rate().unwrap() >= 0.25 * guess,
+        "{guess} -> {:?}",
+        p.rate()
+    );
+}
+
+/// The first push-back sets a rate: one more right after it (sent after
+/// it, so fresh) waits for the settle time like any second cut.
+#[test]
+fn the_first_push_back_s_rate_settles_like_any_cut() {
+    let mut p = Pacer::new(None);
+    let t0 = Instant::now();
+    let no_pause = Outcome::PushBack {
+        pause: Duration::ZERO,
+    };
+    p.went(t0);
+    p.record(no_pause, t0, t0, 1, 8);
+    let guess = p.rate();
+    let t1 = t0 + Duration::from_millis(1);
+    p.went(t1);
+    p.record(no_pause, t1, t1, 1, 8);
+    assert_eq!(p.rate(), guess);
 }
 
 #[test]
@@ -309,14 +410,14 @@ fn a_rate_cut_to_the_floor_recovers() {
         Some(pacer::MIN_RATE),
         "nothing sent or accepted yet"
     );
-    // A minute of sending at the rate, every send accepted, raises it by at
-    // least 1/s a second.
+    // Sending at the rate, every send accepted, the rate probes upwards:
+    // it doubles every four sends at first.
     let mut now = t0;
-    while now < t0 + Duration::from_secs(60) {
+    while now < t0 + Duration::from_secs(60) && p.rate() < Some(50.0) {
         now = p.reserve(now);
         p.record(Outcome::Success, now, now + Duration::from_millis(1), 1, 8);
     }
-    assert!(p.rate().unwrap() >= 50.0, "{:?}", p.rate());
+    assert!(now < t0 + Duration::from_secs(30), "{:?}", now - t0);
 }
 
 #[test]
@@ -336,278 +437,4 @@ fn learned_pace_is_forgotten_after_quiet() {
     assert!(!p.is_forgettable(t0), "paused");
     assert!(!p.is_forgettable(t0 + Duration::from_secs(2)), "learned");
     assert!(p.is_forgettable(t0 + pacer::FORGET_AFTER));
-}
-
-// ---------------------------------------------------------------------------
-// Simulation: a lane against receivers that push back, in virtual time.
-// ---------------------------------------------------------------------------
-
-/// A receiver as the simulation sees it.
-trait Receiver {
-    /// A request arrives at `t`: when its answer is back, and whether it
-    /// was accepted (else pushed back with this pause).
-    fn request(&mut self, t: Instant) -> (Instant, Result<(), Duration>);
-}
-
-/// Allows `rate` a second with a bucket of `burst`; past that, 429 with
-/// `Retry-After: pause`. Answers take `rtt`.
-struct TokenBucket {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    last: Instant,
-    pause: Duration,
-    rtt: Duration,
-}
-
-impl Receiver for TokenBucket {
-    fn request(&mut self, t: Instant) -> (Instant, Result<(), Duration>) {
-        let dt = t.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
-        self.last = self.last.max(t);
-        let answer = if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(self.pause)
-        };
-        (t + self.rtt, answer)
-    }
-}
-
-/// Serves `cap` requests at once, each for `service`; past that, 429 at
-/// once (with `Retry-After: pause`, which may be zero).
-struct Capped {
-    cap: usize,
-    busy_until: Vec<Instant>,
-    service: Duration,
-    pause: Duration,
-}
-
-impl Receiver for Capped {
-    fn request(&mut self, t: Instant) -> (Instant, Result<(), Duration>) {
-        self.busy_until.retain(|&end| end > t);
-        if self.busy_until.len() < self.cap {
-            self.busy_until.push(t + self.service);
-            (t + self.service, Ok(()))
-        } else {
-            (t + Duration::from_micros(200), Err(self.pause))
-        }
-    }
-}
-
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Event {
-    Start {
-        item: u32,
-    },
-    Done {
-        item: u32,
-        sent_at: Instant,
-        pause: Option<Duration>,
-    },
-}
-
-struct Run {
-    elapsed: Duration,
-    requests: u64,
-    push_backs: u64,
-    peak_in_flight: usize,
-}
-
-/// Sends `n` webhooks, all accepted at once, through a lane with `workers`
-/// worker slots to `receiver`, in virtual time.
-fn simulate(n: u32, workers: usize, receiver: &mut dyn Receiver) -> Run {
-    let lanes = Lanes::new(workers, None, usize::MAX, RateLimits::default());
-    let a = ep("receiver");
-    let t0 = Instant::now();
-    let mut events: BinaryHeap<Reverse<(Instant, u64, Event)>> = BinaryHeap::new();
-    let mut tie = 0;
-    let mut push = |events: &mut BinaryHeap<_>, at: Instant, e: Event| {
-        tie += 1;
-        events.push(Reverse((at, tie, e)));
-    };
-    let schedule = |events: &mut BinaryHeap<_>,
-                    push: &mut dyn FnMut(&mut BinaryHeap<_>, Instant, Event),
-                    grants: Vec<Grant<u32>>| {
-        for g in grants {
-            push(events, g.at, Event::Start { item: g.item });
-        }
-    };
-    for i in 0..n {
-        match lanes.enter(&a, u64::from(i), i, t0) {
-            Enter::Go(item) => push(&mut events, t0, Event::Start { item }),
-            Enter::Wait(grants) => schedule(&mut events, &mut push, grants),
-            Enter::Closed(_) => unreachable!(),
-        }
-    }
-    let (mut delivered, mut requests, mut push_backs) = (0, 0, 0);
-    let mut in_flight = 0usize;
-    let mut peak_in_flight = 0;
-    let mut last = t0;
-    let mut steps = 0;
-    while let Some(Reverse((t, _, event))) = events.pop() {
-        steps += 1;
-        assert!(steps < 10_000_000, "the simulation did not end");
-        if std::env::var_os("SIM_TRACE").is_some() && (t - t0).as_secs() > (last - t0).as_secs() {
-            let snap = lanes.snapshot(t);
-            println!(
-                "  {:>8.3}s delivered {delivered}: in flight {} limit {} rate {:?} paused {:?}",
-                (t - t0).as_secs_f64(),
-                snap[0].1.in_flight,
-                snap[0].1.in_flight_limit,
-                snap[0].1.rate,
-                snap[0].1.paused_for
-            );
-        }
-        last = t;
-        match event {
-            Event::Start { item } => {
-                let grants = match lanes.start(&a, u64::from(item), item, t) {
-                    Ok((_, grants)) => grants,
-                    Err(entry) => {
-                        schedule(&mut events, &mut push, waits(entry));
-                        continue;
-                    }
-                };
-                schedule(&mut events, &mut push, grants);
-                requests += 1;
-                in_flight += 1;
-                peak_in_flight = peak_in_flight.max(in_flight);
-                let (back, answer) = receiver.request(t);
-                let pause = answer.err();
-                push(
-                    &mut events,
-                    back,
-                    Event::Done {
-                        item,
-                        sent_at: t,
-                        pause,
-                    },
-                );
-            }
-            Event::Done {
-                item,
-                sent_at,
-                pause,
-            } => {
-                in_flight -= 1;
-                let grants = match pause {
-                    None => {
-                        delivered += 1;
-                        lanes.finish(&a, sent_at, t, Outcome::Success)
-                    }
-                    Some(pause) => {
-                        push_backs += 1;
-                        if std::env::var_os("SIM_TRACE").is_some() {
-                            let snap = lanes.snapshot(t);
-                            println!(
-                                "  {:>8.3}s push-back: in flight {} limit {} rate {:?}",
-                                (t - t0).as_secs_f64(),
-                                snap[0].1.in_flight,
-                                snap[0].1.in_flight_limit,
-                                snap[0].1.rate
-                            );
-                        }
-                        lanes
-                            .push_back(&a, u64::from(item), item, sent_at, t, pause)
-                            .unwrap()
-                            .1
-                    }
-                };
-                schedule(&mut events, &mut push, grants);
-            }
-        }
-    }
-    assert_eq!(delivered, n, "every webhook delivered");
-    Run {
-        elapsed: last - t0,
-        requests,
-        push_backs,
-        peak_in_flight,
-    }
-}
-
-fn token_bucket(rate: f64, burst: f64, pause: Duration) -> TokenBucket {
-    TokenBucket {
-        rate,
-        burst,
-        tokens: burst,
-        last: Instant::now(),
-        pause,
-        rtt: Duration::from_millis(2),
-    }
-}
-
-/// The receiver: R requests a second, 429 with `Retry-After: 1`
-/// beyond that. The lane learns R and stays near it.
-#[test]
-fn converges_on_a_receiver_that_allows_r_requests_a_second() {
-    let sec = Duration::from_secs(1);
-    for (rate, burst, pause) in [
-        (2000.0, 2000.0, sec),
-        (2000.0, 200.0, sec),
-        (400.0, 40.0, sec),
-        (50.0, 5.0, sec),
-        (400.0, 40.0, Duration::ZERO),
-        (400.0, 400.0, 2 * sec),
-    ] {
-        let n = (rate * 20.0) as u32;
-        let run = simulate(n, 8, &mut token_bucket(rate, burst, pause));
-        let capacity = Duration::from_secs_f64((f64::from(n) - burst) / rate);
-        let ratio = run.elapsed.as_secs_f64() / capacity.as_secs_f64();
-        let share = run.push_backs as f64 / run.requests as f64;
-        println!(
-            "rate {rate} burst {burst} pause {pause:?}: {:?} for {capacity:?} ({ratio:.2}x), {} push-backs of {} requests",
-            run.elapsed, run.push_backs, run.requests
-        );
-        // A bucket of a second's requests refills during each pause, so
-        // pauses cost little; a small one makes each overshoot cost a
-        // second, and the first few (finding the rate) show.
-        let bound = if burst >= rate * pause.as_secs_f64() {
-            1.1
-        } else {
-            1.5
-        };
-        assert!(ratio <= bound, "rate {rate} burst {burst}: {ratio:.2}x");
-        // Push-back without a pause costs little, and the rate is found by
-        // more of it.
-        let most = if pause.is_zero() { 0.4 } else { 0.02 };
-        assert!(
-            share <= most,
-            "rate {rate} burst {burst}: {share:.3} pushed back"
-        );
-    }
-}
-
-/// A receiver that serves C at a time and answers 429 beyond: the in-flight
-/// limit settles near C.
-#[test]
-fn converges_on_a_receiver_that_allows_c_at_a_time() {
-    for (cap, pause) in [
-        (2, Duration::ZERO),
-        (4, Duration::ZERO),
-        (4, Duration::from_secs(1)),
-    ] {
-        let service = Duration::from_millis(20);
-        let n = 2000;
-        let mut receiver = Capped {
-            cap,
-            busy_until: Vec::new(),
-            service,
-            pause,
-        };
-        let run = simulate(n, 16, &mut receiver);
-        let capacity = service * n / cap as u32;
-        let ratio = run.elapsed.as_secs_f64() / capacity.as_secs_f64();
-        let share = run.push_backs as f64 / run.requests as f64;
-        println!(
-            "cap {cap} pause {pause:?}: {:?} for {capacity:?} ({ratio:.2}x), {} push-backs of {} requests, peak {}",
-            run.elapsed, run.push_backs, run.requests, run.peak_in_flight
-        );
-        assert!(ratio <= 1.5, "cap {cap}: {ratio:.2}x");
-        // Push-back without a pause costs little, and is probed for often.
-        let most = if pause.is_zero() { 0.2 } else { 0.02 };
-        assert!(share <= most, "cap {cap}: {share:.3} pushed back");
-    }
 }
