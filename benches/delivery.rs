@@ -38,12 +38,13 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use hookpool::{BreakerConfig, Dispatcher, RetryPolicy, TlsConfig, Webhook};
+use hookpool::TlsConfig;
 use serde_json::{Value, json};
 
 use loopback::measure::{self, ChildArgs, Tracker};
 use loopback::wrk::Wrk;
-use loopback::{BODY, RESULT_PREFIX, Receiver, env_or};
+use loopback::{BODY, Receiver, env_or};
+use loopback::{drive, harness};
 
 const VARIANTS: [&str; 4] = [
     "hookpool",
@@ -57,41 +58,29 @@ const VARIANTS: [&str; 4] = [
 const BASELINE: &str = "hookpool-baseline";
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().is_some_and(|a| a == "--child") {
-        let child = ChildArgs::parse(&args[1..]);
-        let result = match child.variant.as_str() {
-            "hookpool" => run_hookpool(&child),
-            "thread-per-job" => run_thread_per_job(&child),
-            other => panic!("unknown variant {other}"),
-        };
-        println!("{RESULT_PREFIX}{result}");
-        return;
-    }
-    if !args.iter().any(|a| a == "--bench") {
-        // `cargo test --benches` / `--all-targets` runs bench targets without
-        // `--bench`: a multi-minute run in a debug build helps nobody there.
-        eprintln!("delivery: skipped; run it with `cargo bench --bench delivery`");
-        return;
-    }
-    if let Err(e) = orchestrate() {
-        eprintln!("delivery benchmark failed: {e}");
-        std::process::exit(1);
-    }
+    harness::bench_main(
+        "delivery",
+        "cargo bench --bench delivery",
+        |args| {
+            let child = ChildArgs::parse(args);
+            match child.variant.as_str() {
+                "hookpool" => run_hookpool(&child),
+                "thread-per-job" => run_thread_per_job(&child),
+                other => panic!("unknown variant {other}"),
+            }
+        },
+        orchestrate,
+    );
 }
 
 // ---------------------------------------------------------------- children
 
 /// Waits (bounded) until `count` webhooks have finished.
 fn wait_for(t: &Tracker, count: usize) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while t.finished_count() < count {
-        assert!(
-            Instant::now() < deadline,
-            "webhooks did not finish within 120 s"
-        );
-        thread::sleep(Duration::from_micros(200));
-    }
+    assert!(
+        drive::wait_finished(t, count, Duration::from_secs(120)),
+        "webhooks did not finish within 120 s"
+    );
 }
 
 /// Warm-up, the throughput phase (as fast as the bounded intake allows), and
@@ -157,37 +146,15 @@ fn finish(mut result: Value) -> Value {
 fn run_hookpool(a: &ChildArgs) -> Value {
     let total = a.warmup + a.n + a.paced;
     let tracker = Arc::new(Tracker::new(total));
-    let delivered = Arc::clone(&tracker);
-    let dead = Arc::clone(&tracker);
-    let index = |id: &str| id.strip_prefix("b").and_then(|i| i.parse::<usize>().ok());
     let mut tls = TlsConfig::new();
     if let Some(ca) = &a.cacert {
         tls = tls.add_root_certificates_file(ca).expect("--cacert");
     }
-    let hooks = Dispatcher::builder()
-        .tls(tls)
-        .workers(a.concurrency)
-        // As many waiting as working: the tokio mpsc variant gets the same bound.
-        .queue_capacity(a.concurrency)
-        .retry(RetryPolicy::none())
-        .breaker(BreakerConfig::default())
-        .timeout(Duration::from_secs(15))
-        .on_delivered(move |e| {
-            if let Some(i) = index(e.webhook.id()) {
-                delivered.finished(i, true);
-            }
-        })
-        .on_dead_letter(move |l| {
-            if let Some(i) = index(&l.id) {
-                dead.finished(i, false);
-            }
-        })
+    let hooks = drive::tracked(drive::builder(a.concurrency).tls(tls), &tracker)
         .build()
         .expect("dispatcher");
     let result = run_phases(a, &tracker, |i| {
-        let hook = Webhook::from_json(&a.url, BODY)
-            .and_then(|w| w.with_id(&format!("b{i}")))
-            .expect("webhook");
+        let hook = drive::webhook(&a.url, i);
         tracker.submitted(i);
         if hooks.send_timeout(hook, Duration::from_secs(60)).is_err() {
             tracker.finished(i, false);
@@ -513,11 +480,7 @@ fn orchestrate() -> Result<(), String> {
         "runs": runs,
         "https": https,
     });
-    let dir = loopback::results_dir();
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let path = dir.join("delivery.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&out).unwrap())
-        .map_err(|e| e.to_string())?;
+    let path = harness::write_results("delivery", &out)?;
     println!("\nwritten: {}", path.display());
     Ok(())
 }

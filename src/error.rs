@@ -221,6 +221,108 @@ impl std::error::Error for DurableError {
     }
 }
 
+/// Why [`send_durable_batch`](crate::DispatchHandle::send_durable_batch)
+/// queued none of a batch. Every webhook comes back, in the order given.
+///
+/// # Examples
+///
+/// ```
+/// use hookpool::{DurableError, Webhook};
+///
+/// let hooks = hookpool::Dispatcher::builder().build()?;
+/// let batch = vec![
+///     Webhook::new("http://127.0.0.1:9/", &1)?,
+///     Webhook::new("http://127.0.0.1:9/", &2)?,
+/// ];
+/// let err = hooks.handle().send_durable_batch(batch, None, std::time::Duration::ZERO).unwrap_err();
+/// assert!(matches!(err.error(), DurableError::NoStore(_)));
+/// assert_eq!(err.into_inner().len(), 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct BatchError {
+    /// The reason, holding the batch's first webhook.
+    error: DurableError,
+    /// The batch's other webhooks, in order.
+    rest: Vec<Webhook>,
+}
+
+impl BatchError {
+    pub(crate) fn new(
+        mut webhooks: Vec<Webhook>,
+        error: impl FnOnce(Webhook) -> DurableError,
+    ) -> Self {
+        let first = webhooks.remove(0);
+        BatchError {
+            error: error(first),
+            rest: webhooks,
+        }
+    }
+
+    /// Why, as a single [`send_durable`](crate::DispatchHandle::send_durable)
+    /// would have said it (the webhook in it is the batch's first).
+    ///
+    /// # Examples
+    ///
+    /// See [`BatchError`].
+    ///
+    /// ```
+    /// # let hooks = hookpool::Dispatcher::builder().build()?;
+    /// # let batch = vec![hookpool::Webhook::new("http://127.0.0.1:9/", &1)?];
+    /// let err = hooks.handle().send_durable_batch(batch, None, std::time::Duration::ZERO).unwrap_err();
+    /// assert!(err.error().to_string().contains("configure a journal"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn error(&self) -> &DurableError {
+        &self.error
+    }
+
+    /// Every webhook of the batch, back, in the order given.
+    ///
+    /// # Examples
+    ///
+    /// See [`BatchError`].
+    ///
+    /// ```
+    /// # let hooks = hookpool::Dispatcher::builder().build()?;
+    /// let hook = hookpool::Webhook::new("http://127.0.0.1:9/", &1)?;
+    /// let err = hooks.handle().send_durable_batch(vec![hook.clone()], None, std::time::Duration::ZERO).unwrap_err();
+    /// assert_eq!(err.into_inner()[0].id(), hook.id());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn into_inner(self) -> Vec<Webhook> {
+        let mut all = Vec::with_capacity(self.rest.len() + 1);
+        all.push(self.error.into_inner());
+        all.extend(self.rest);
+        all
+    }
+}
+
+impl fmt::Debug for BatchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BatchError")
+            .field("error", &self.error)
+            .field("webhooks", &(self.rest.len() + 1))
+            .finish()
+    }
+}
+
+impl fmt::Display for BatchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "a batch of {} webhooks: {}",
+            self.rest.len() + 1,
+            self.error
+        )
+    }
+}
+
+impl std::error::Error for BatchError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
+    }
+}
+
 /// Invalid pool configuration, or a worker thread that could not be started.
 ///
 /// # Examples

@@ -69,7 +69,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use dead_letter::{
     DeadLetter, DeadLetterReason, DeadLetterSink, JsonlDeadLetters, MemoryDeadLetters,
 };
-pub use error::{BuildError, DurableError, SubmitError};
+pub use error::{BatchError, BuildError, DurableError, SubmitError};
 pub use pool::{MAX_QUEUE_CAPACITY, PanicEvent, Pool, PoolBuilder, ShutdownReport, Submitter};
 pub use prometheus::Exposition;
 pub use retry::{Backoff, RetryPolicy, Retryability, parse_retry_after};

@@ -409,7 +409,7 @@ impl Exposition {
         s: &crate::StoreStats,
         q: &crate::SharedQueueStats,
     ) {
-        let l = [("pool", pool)];
+        let l = [("pool", pool), ("queue", q.queue.as_str())];
         for (name, help, value) in [
             (
                 "hookpool_shared_queue_ready",

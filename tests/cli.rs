@@ -14,67 +14,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::child::Running;
-use common::server::{Recorded, Reply, Script, TestServer};
+use common::cli::{OTHER_SECRET, RUN, SECRET, bodies, hookpool, lines, ok_server, run};
+use common::server::{Recorded, Reply, TestServer};
 use common::tempdir::TempDir;
 use hookpool::{
     DeadLetterReason, HEADER_WEBHOOK_ID, HEADER_WEBHOOK_SIGNATURE, HEADER_WEBHOOK_TIMESTAMP,
     JsonlDeadLetters, SigningSecret, new_message_id, signature_header, verify,
 };
 use serde_json::Value;
-
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-const OTHER_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
-/// The longest any one run of the binary may take.
-const RUN: Duration = Duration::from_secs(30);
-
-fn hookpool(dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookpool"));
-    cmd.current_dir(dir)
-        .env_remove("HOOKPOOL_SECRETS")
-        .env("RUST_LOG", "off");
-    cmd
-}
-
-/// Runs to completion with `input` on stdin.
-fn run(cmd: Command, input: &[u8]) -> Output {
-    let mut child = Running::spawn(cmd);
-    child.write_stdin(input);
-    let (code, lines, stderr) = child.finish(RUN);
-    Output {
-        code,
-        summary: lines
-            .last()
-            .and_then(|l| serde_json::from_str(l).ok())
-            .unwrap_or(Value::Null),
-        stderr,
-    }
-}
-
-struct Output {
-    code: i32,
-    summary: Value,
-    stderr: String,
-}
-
-impl Output {
-    fn n(&self, field: &str) -> u64 {
-        self.summary[field]
-            .as_u64()
-            .unwrap_or_else(|| panic!("no {field} in {}; stderr: {}", self.summary, self.stderr))
-    }
-}
-
-fn ok_server() -> TestServer {
-    TestServer::start(Script::new(vec![Reply::Status(204)]).handler())
-}
-
-fn bodies(server: &TestServer) -> BTreeSet<String> {
-    server.requests().iter().map(Recorded::body_text).collect()
-}
-
-fn lines(n: std::ops::Range<u32>) -> String {
-    n.map(|i| format!("{{\"n\":{i}}}\n")).collect()
-}
 
 #[test]
 fn send_delivers_every_good_line_and_reports_bad_ones() {
@@ -214,6 +161,14 @@ fn bad_usage_exits_2_with_a_message() {
             "no-such-input.jsonl",
         ),
         (
+            &["send", "--url", url, "--journal", "j.db", "--no-journal"],
+            "--no-journal",
+        ),
+        (
+            &["send", "--url", url, "--journal", "no/such/dir/j.db"],
+            "journal no/such/dir/j.db",
+        ),
+        (
             &["replay", "no-such-letters.jsonl"],
             "no-such-letters.jsonl",
         ),
@@ -235,6 +190,7 @@ fn bad_usage_exits_2_with_a_message() {
         );
     }
     assert!(!dir.path("hookpool-dead-letters.jsonl").exists());
+    assert!(!dir.path("hookpool-journal.db").exists());
     let mut cmd = hookpool(dir.dir());
     cmd.arg("--help");
     assert_eq!(run(cmd, b"").code, 0);
@@ -328,10 +284,10 @@ fn replay_delivers_again_once_the_endpoint_recovers_and_keeps_what_fails() {
     );
 }
 
-/// `send` to an endpoint that hangs, interrupted while it is still reading,
-/// and `interrupts - 1` times more once its drain has begun: it drains for
-/// the whole drain timeout, exits 1, and every line read is in the
-/// dead-letter file with reason `shutdown`.
+/// `send --no-journal` to an endpoint that hangs, interrupted while it is
+/// still reading, and `interrupts - 1` times more once its drain has begun:
+/// it drains for the whole drain timeout, exits 1, and every line read is
+/// in the dead-letter file with reason `shutdown`, as before the journal.
 fn interrupted_send(name: &str, interrupts: usize, drain: Duration) {
     let dir = TempDir::new(name);
     let letters = dir.path("dead.jsonl");
@@ -345,6 +301,7 @@ fn interrupted_send(name: &str, interrupts: usize, drain: Duration) {
         "2",
         "--queue",
         "3",
+        "--no-journal",
     ])
     .args(["--drain-timeout-ms", &drain.as_millis().to_string()])
     .arg("--dead-letters")
@@ -386,6 +343,9 @@ fn interrupted_send(name: &str, interrupts: usize, drain: Duration) {
     let expected: BTreeSet<String> = lines(1..11).lines().map(String::from).collect();
     assert_eq!(payloads, expected);
     assert_eq!(stored.len(), 10);
+    assert_eq!(summary["kept"], 0);
+    assert_eq!(summary["journal_file"], Value::Null);
+    assert!(!dir.path("hookpool-journal.db").exists());
 }
 
 #[test]

@@ -134,9 +134,16 @@ fn every_alert_is_annotated_has_a_runbook_section_and_is_tested_three_ways() {
         for key in ["expr", "severity", "summary", "description", "runbook"] {
             assert!(alert.fields.contains_key(key), "{name} has no {key}");
         }
+        // A shared queue's alerts are about the queue, whichever processes
+        // (pools) report it.
+        let subject = if name.starts_with("HookpoolSharedQueue") {
+            "$labels.queue"
+        } else {
+            "$labels.pool"
+        };
         assert!(
-            alert.fields["summary"].contains("$labels.pool"),
-            "{name}'s summary does not name the pool"
+            alert.fields["summary"].contains(subject),
+            "{name}'s summary does not name {subject}"
         );
         assert!(
             alert.fields["description"].contains("$value"),
@@ -305,4 +312,75 @@ fn metric_names_are_found_whole_and_only_as_words() {
             "the-metrics-handler".to_owned()
         ])
     );
+}
+
+/// Each relative link `[text](target)` in `markdown`, outside code blocks:
+/// the file part (empty for a link within the page) and the anchor.
+fn relative_links(markdown: &str) -> Vec<(String, Option<String>)> {
+    let mut in_code = false;
+    let mut links = Vec::new();
+    for line in markdown.lines() {
+        if line.starts_with("```") {
+            in_code = !in_code;
+        }
+        if in_code {
+            continue;
+        }
+        let mut rest = line;
+        while let Some(at) = rest.find("](") {
+            let tail = &rest[at + 2..];
+            let Some(end) = tail.find(')') else { break };
+            let target = &tail[..end];
+            rest = &tail[end..];
+            if target.contains("://") || target.starts_with("mailto:") {
+                continue;
+            }
+            let (file, anchor) = match target.split_once('#') {
+                Some((file, anchor)) => (file, Some(anchor.to_owned())),
+                None => (target, None),
+            };
+            links.push((file.to_owned(), anchor));
+        }
+    }
+    links
+}
+
+/// The README and every page under docs/ link only to files that exist, and
+/// to headings those files have.
+#[test]
+fn every_relative_link_in_the_docs_resolves() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut pages = vec![root.join("README.md")];
+    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "md") {
+            pages.push(path);
+        }
+    }
+    let mut checked = 0;
+    for page in &pages {
+        let text = std::fs::read_to_string(page).unwrap();
+        for (file, anchor) in relative_links(&text) {
+            let target = if file.is_empty() {
+                page.clone()
+            } else {
+                page.parent().unwrap().join(&file)
+            };
+            assert!(
+                target.exists(),
+                "{}: a link to {file}, which does not exist",
+                page.display()
+            );
+            if let Some(anchor) = anchor {
+                let headings = anchors(&std::fs::read_to_string(&target).unwrap());
+                assert!(
+                    headings.contains(&anchor),
+                    "{}: a link to {file}#{anchor}, which is not a heading there",
+                    page.display()
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "only {checked} links found");
 }

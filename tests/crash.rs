@@ -12,12 +12,11 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::child::Running;
+use common::child::{self, Running};
 use common::server::{Recorded, Reply, TestServer};
 use common::tempdir::TempDir;
 use hookpool::{BreakerConfig, Dispatcher, Journal, RetryPolicy, SqliteDeadLetters, Webhook};
@@ -95,21 +94,13 @@ fn child() {
 }
 
 fn child_process(dir: &TempDir, url: &str, mode: &str, count: usize, secret: &str) -> Running {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([
-        "--exact",
-        "child",
-        "--ignored",
-        "--nocapture",
-        "--test-threads",
-        "1",
-    ])
-    .env(JOURNAL, dir.path("journal.db"))
-    .env(URL, url)
-    .env(MODE, mode)
-    .env(COUNT, count.to_string())
-    .env(SECRET, secret)
-    .env("RUST_LOG", "off");
+    let mut cmd = child::ignored_test("child");
+    cmd.env(JOURNAL, dir.path("journal.db"))
+        .env(URL, url)
+        .env(MODE, mode)
+        .env(COUNT, count.to_string())
+        .env(SECRET, secret)
+        .env("RUST_LOG", "off");
     Running::spawn(cmd)
 }
 
@@ -180,20 +171,7 @@ fn receiver(scenario: Scenario) -> Receiver {
 
 /// Which child signed a request: 0 or 1.
 fn sender(r: &Recorded) -> usize {
-    let header = |name| r.header(name).unwrap_or("");
-    let signed_by = |secret: &str| {
-        hookpool::verify(
-            &[hookpool::SigningSecret::new(secret).unwrap()],
-            header("webhook-id"),
-            header("webhook-timestamp"),
-            header("webhook-signature"),
-            &r.body,
-            std::time::SystemTime::now(),
-            Duration::from_secs(300),
-        )
-        .is_ok()
-    };
-    if signed_by(SECRETS[0]) { 0 } else { 1 }
+    common::signer(r, &SECRETS[..1]).map_or(1, |_| 0)
 }
 
 /// One round: a child killed at a random point, then a child that drains
@@ -293,16 +271,7 @@ fn round(scenario: Scenario, rng: &mut fastrand::Rng) -> (usize, usize) {
 
 #[test]
 fn acknowledged_webhooks_survive_sigkill() {
-    let rounds: usize = std::env::var("HOOKPOOL_CRASH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
-    let seed: u64 = std::env::var("HOOKPOOL_CRASH_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| fastrand::u64(..));
-    println!("crash rounds: {rounds}, seed {seed} (HOOKPOOL_CRASH_SEED replays it)");
-    let mut rng = fastrand::Rng::with_seed(seed);
+    let (rounds, mut rng, _) = common::crash_rounds("crash rounds", 20);
     let scenarios = [
         Scenario::Burst,
         Scenario::Retries,

@@ -110,6 +110,122 @@ fn a_shutdown_keeps_what_is_unfinished_and_the_next_start_delivers_it() {
     assert_eq!(report.kept, 0);
 }
 
+/// A batch is committed in one step with its cursor: kept at a shutdown,
+/// recovered whole at the next start, with its ids, and the cursor comes
+/// back; a batch larger than the queue is accepted whole (what does not fit
+/// waits in the delay queue) and delivered.
+#[test]
+fn a_batch_commits_whole_with_its_cursor() {
+    let dir = TempDir::new("journal-batch");
+    let path = dir.path("j.db");
+    let (server, up) = switchable();
+    let first = builder("batch-1", &path)
+        .queue_capacity(8)
+        .retry(RetryPolicy::exponential(Duration::from_secs(3600)).max_attempts(5))
+        .build()
+        .unwrap();
+    let batch: Vec<Webhook> = (0..50).map(|n| hook(&server, n)).collect();
+    let mut ids: Vec<String> = batch.iter().map(|w| w.id().to_owned()).collect();
+    first
+        .handle()
+        .send_durable_batch(batch, Some("line 50".into()), BOUND)
+        .unwrap();
+    assert_eq!(first.stats().accepted, 50);
+    let report = first.shutdown_timeout(Duration::ZERO);
+    assert_eq!((report.kept, report.stats.dead_lettered), (50, 0));
+
+    up.store(true, Ordering::SeqCst);
+    let second = builder("batch-2", &path).build().unwrap();
+    assert_eq!(second.journal_cursor(), Some("line 50"));
+    assert_eq!(second.stats().store.unwrap().recovered, 50);
+    let report = second.shutdown();
+    assert_eq!((report.stats.delivered, report.kept), (50, 0));
+    // Every id the receiver saw (failed first attempts included) is one of
+    // the batch's, and each of the batch's came.
+    let seen: std::collections::BTreeSet<String> = server
+        .requests()
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap().to_owned())
+        .collect();
+    ids.sort();
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), ids);
+
+    // Larger than the queue, to a receiver that is up: all delivered.
+    let third = builder("batch-3", &path).queue_capacity(4).build().unwrap();
+    let batch: Vec<Webhook> = (100..150).map(|n| hook(&server, n)).collect();
+    third
+        .handle()
+        .send_durable_batch(batch, None, BOUND)
+        .unwrap();
+    let report = third.shutdown();
+    assert_eq!(
+        (report.stats.accepted, report.stats.delivered, report.kept),
+        (50, 50, 0)
+    );
+}
+
+/// All or none: a batch the journal cannot hold comes back whole, with a
+/// typed error, and none of it is queued, kept or delivered; the cursor
+/// stays where the last committed batch left it.
+#[test]
+fn a_batch_the_journal_cannot_hold_comes_back_whole() {
+    let dir = TempDir::new("journal-batch-full");
+    let path = dir.path("j.db");
+    let server = TestServer::start(|_: &Recorded| Reply::Status(204));
+    let hooks = Dispatcher::builder()
+        .name("batch-full")
+        .journal(Journal::new(&path).max_size(256 * 1024))
+        .build()
+        .unwrap();
+    let small: Vec<Webhook> = (0..3).map(|n| hook(&server, n)).collect();
+    hooks
+        .handle()
+        .send_durable_batch(small, Some("3".into()), BOUND)
+        .unwrap();
+    let pad = "z".repeat(2000);
+    let big: Vec<Webhook> = (0..500)
+        .map(|n| {
+            Webhook::new(
+                &server.url("/in"),
+                &serde_json::json!({ "n": n, "pad": pad }),
+            )
+            .unwrap()
+        })
+        .collect();
+    let ids: Vec<String> = big.iter().map(|w| w.id().to_owned()).collect();
+    let err = hooks
+        .handle()
+        .send_durable_batch(big, Some("503".into()), BOUND)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err.error(),
+            DurableError::Store {
+                error: StoreError::DiskFull { .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let back: Vec<String> = err.into_inner().iter().map(|w| w.id().to_owned()).collect();
+    assert_eq!(back, ids, "every webhook comes back, in order");
+    let report = hooks.shutdown();
+    assert_eq!(
+        (report.stats.accepted, report.stats.delivered, report.kept),
+        (3, 3, 0)
+    );
+    assert!(
+        !server
+            .requests()
+            .iter()
+            .any(|r| ids.iter().any(|id| r.header("webhook-id") == Some(id)))
+    );
+    let reopened = builder("batch-full-2", &path).build().unwrap();
+    assert_eq!(reopened.journal_cursor(), Some("3"));
+    assert_eq!(reopened.stats().store.unwrap().recovered, 0);
+    let _ = reopened.shutdown();
+}
+
 /// Without a sink, dead letters move into the journal in one step;
 /// `replay_stored` moves them back and delivers them with their ids.
 #[test]
@@ -165,6 +281,42 @@ fn dead_letters_live_in_the_journal_and_replay_moves_them_back() {
     assert_eq!(redelivered_sorted, want, "replayed with their ids");
     let report = hooks.shutdown();
     assert_eq!(report.kept, 0);
+}
+
+/// A durable send with a cursor that finds no room once committed comes
+/// back `Full`, and takes its cursor with it: the journal still says the
+/// previous webhook is the last one in, so a program that resumes from the
+/// cursor sends this one again rather than skipping it. (The cursor used to
+/// stay, while the row was removed.)
+#[test]
+fn a_durable_send_that_comes_back_takes_its_cursor_back() {
+    let dir = TempDir::new("journal-cursor-back");
+    let path = dir.path("j.db");
+    let server = TestServer::start(|_: &Recorded| Reply::Hang);
+    let hooks = builder("cursor-back", &path)
+        .workers(1)
+        .queue_capacity(2)
+        .build()
+        .unwrap();
+    let handle = hooks.handle();
+    let send = |n: u32, wait: Duration| {
+        handle.send_durable_with_cursor(hook(&server, n), format!("line {n}"), wait)
+    };
+    // One in flight (never answered), then two queued behind it.
+    send(1, BOUND).unwrap();
+    assert!(server.wait_for_requests(1, BOUND));
+    send(2, BOUND).unwrap();
+    send(3, BOUND).unwrap();
+    let back = send(4, Duration::from_millis(100)).unwrap_err();
+    assert!(matches!(back, DurableError::Full(_)), "{back}");
+    let mut report = hooks.shutdown_timeout(Duration::ZERO);
+    assert_eq!(report.kept, 3);
+    drop(server);
+    report.wait_running(BOUND);
+    assert_eq!(
+        Journal::new(&path).read_cursor().unwrap().as_deref(),
+        Some("line 3")
+    );
 }
 
 /// A second dispatcher on a journal that one holds is refused with a clear
@@ -410,6 +562,57 @@ fn a_full_filesystem_loses_nothing_acknowledged() {
     assert!(lost.is_empty(), "lost {lost:?}");
     assert_eq!(report.kept, 0);
     assert!(report.stats.store.unwrap().errors >= 1);
+    drop(fs);
+}
+
+/// A disk that is already full at start: `build()` fails with a typed
+/// error that names the file, for a new journal and for one that holds a
+/// webhook; that webhook is delivered once there is room again.
+#[test]
+fn a_full_filesystem_at_open_fails_at_build_and_loses_nothing() {
+    use std::io::Write;
+    let dir = TempDir::new("journal-tmpfs-open");
+    let Some(fs) = Tmpfs::mount(dir.path("mnt"), "1m") else {
+        return;
+    };
+    let (server, up) = switchable();
+    let open = |file: &str| builder("full-at-open", &fs.0.join(file)).build();
+    // One journal holds a webhook the receiver has not taken yet.
+    let hooks = open("kept.db").unwrap();
+    hooks.send_durable(hook(&server, 1), BOUND).unwrap();
+    let report = hooks.shutdown_timeout(Duration::ZERO);
+    assert_eq!(report.kept, 1);
+    // Something else takes every byte.
+    let filler_path = fs.0.join("filler");
+    let mut filler = std::fs::File::create(&filler_path).unwrap();
+    let chunk = vec![0u8; 16 * 1024];
+    let mut written = 0u64;
+    while filler.write_all(&chunk).is_ok() {
+        written += chunk.len() as u64;
+        assert!(written < 64 << 20, "the tmpfs never filled");
+    }
+    let _ = filler.write_all(&[0u8; 1]);
+    filler.sync_all().unwrap();
+    for file in ["new.db", "kept.db"] {
+        let err = open(file).map(|_| ()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                BuildError::Store(StoreError::DiskFull { .. } | StoreError::Io { .. })
+            ),
+            "{file}: {err:?}"
+        );
+        println!("{file}: {err}");
+        assert!(err.to_string().contains(file), "{err}");
+    }
+    // Room again: the kept webhook goes out.
+    drop(filler);
+    std::fs::remove_file(&filler_path).unwrap();
+    up.store(true, Ordering::SeqCst);
+    let hooks = open("kept.db").unwrap();
+    assert_eq!(hooks.stats().store.unwrap().recovered, 1);
+    assert!(wait_until(BOUND, || hooks.stats().delivered == 1));
+    assert_eq!(hooks.shutdown().kept, 0);
     drop(fs);
 }
 

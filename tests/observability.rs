@@ -335,12 +335,17 @@ fn exposition_follows_the_text_format() {
         }
     }
     // Every sample carries the pool label, escaped.
+    let pools = [
+        "{pool=\"jobs\"",
+        "{pool=\"web\\\"hooks\\\\\"",
+        "{pool=\"durable\"",
+        "{pool=\"shared\"",
+    ];
     for line in text.lines().filter(|l| !l.starts_with('#')) {
-        assert!(
-            line.contains("{pool=\"jobs\"") || line.contains("{pool=\"web\\\"hooks\\\\\""),
-            "{line}"
-        );
+        assert!(pools.iter().any(|p| line.contains(p)), "{line}");
     }
+    // The shared queue's samples say which queue.
+    assert!(text.contains("hookpool_shared_queue_ready{pool=\"shared\",queue=\"metrics\"} 0\n"));
     assert!(text.contains("hookpool_jobs_failed_total{pool=\"jobs\"} 1\n"));
     assert!(text.contains("hookpool_webhooks_dead_lettered_total{pool=\"web\\\"hooks\\\\\",reason=\"permanent_failure\"} 1\n"));
     assert!(

@@ -395,6 +395,46 @@ fn pacing_does_not_count_against_max_elapsed() {
     let _ = hooks.shutdown();
 }
 
+/// The time a webhook waits out a pause is not spent from `max_elapsed`:
+/// after a 1 s `Retry-After` against a 500 ms budget, a failure is still
+/// retried, not dead-lettered.
+#[test]
+fn a_failure_after_a_long_pause_is_still_retried() {
+    let answered = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&answered);
+    let server =
+        TestServer::start(
+            move |_: &Recorded| match count.fetch_add(1, Ordering::SeqCst) {
+                0 => {
+                    Reply::WithHeaders(429, vec![("Retry-After".into(), "1".into())], String::new())
+                }
+                1 => Reply::Status(500),
+                _ => Reply::Status(204),
+            },
+        );
+    let letters = MemoryDeadLetters::new();
+    let hooks = builder("paused-budget")
+        .retry(
+            RetryPolicy::exponential(Duration::from_millis(10))
+                .jitter(false)
+                .max_elapsed(Some(Duration::from_millis(500))),
+        )
+        .dead_letters(letters.clone())
+        .build()
+        .unwrap();
+    hooks.try_send(hook(&server, 0)).unwrap();
+    assert!(wait_until(BOUND, || hooks.stats().in_progress() == 0));
+    let stats = hooks.stats();
+    assert_eq!(
+        (stats.delivered, stats.dead_lettered, stats.push_backs),
+        (1, 0, 1),
+        "{:?}",
+        letters.take()
+    );
+    assert_eq!(answered.load(Ordering::SeqCst), 3);
+    let _ = hooks.shutdown();
+}
+
 /// A configured rate is never exceeded: no second holds more than the rate
 /// plus the bucket's few, for the endpoint it names, while another
 /// endpoint is not held to it.

@@ -5,6 +5,8 @@
 #![cfg(feature = "redis")]
 
 mod common;
+#[path = "tls/pki.rs"]
+mod pki;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -42,8 +44,8 @@ fn ids(server: &TestServer) -> Vec<String> {
         .collect()
 }
 
-/// A producer-only dispatcher enqueues; another one delivers; each webhook
-/// once, with its id and body.
+/// A producer-only dispatcher enqueues, one by one and in a batch; another
+/// one delivers; each webhook once, with its id and body.
 #[test]
 fn a_producer_and_a_worker_share_one_queue() {
     let Some(redis) = RedisServer::start("share") else {
@@ -57,11 +59,15 @@ fn a_producer_and_a_worker_share_one_queue() {
     .build()
     .unwrap();
     let mut sent = BTreeSet::new();
-    for n in 0..300 {
+    for n in 0..200 {
         let webhook = hook(&server, n);
         sent.insert(webhook.id().to_owned());
         web.send_durable(webhook, BOUND).unwrap();
     }
+    // And a batch, enqueued in one script.
+    let batch: Vec<Webhook> = (200..300).map(|n| hook(&server, n)).collect();
+    sent.extend(batch.iter().map(|w| w.id().to_owned()));
+    web.handle().send_durable_batch(batch, None, BOUND).unwrap();
     // Nothing delivered by the producer: it is all in Redis.
     let stats = web.stats();
     assert_eq!(
@@ -231,6 +237,69 @@ fn an_outage_returns_the_webhook_in_time_and_recovers() {
     let _ = hooks.shutdown();
 }
 
+/// AUTH comes through the URL, and the password shows nowhere: not in a
+/// build error, not in a send's error, not in `Debug`, not in a log line.
+#[test]
+fn the_password_in_the_url_authenticates_and_is_never_shown() {
+    const PASSWORD: &str = "s3cret-pw-7f2a";
+    let Some(mut redis) = RedisServer::start_with_password("auth", PASSWORD) else {
+        return;
+    };
+    logger::install();
+    let server = TestServer::start(|_: &Recorded| Reply::Status(204));
+    let wrong = format!("redis://:{PASSWORD}-wrong@127.0.0.1:{}/", redis.port());
+    let err = builder("auth-wrong", RedisQueue::new(&wrong, "auth"))
+        .build()
+        .unwrap_err();
+    let said = format!("{err} {err:?}");
+    assert!(said.contains("127.0.0.1"), "{said}");
+    let queue = RedisQueue::new(&redis.url(), "auth");
+    let shown = format!("{queue:?}");
+    assert!(shown.contains("REDACTED"), "{shown}");
+    let hooks = builder("auth", queue.timeout(Duration::from_millis(500)))
+        .build()
+        .unwrap();
+    hooks.send_durable(hook(&server, 0), BOUND).unwrap();
+    assert!(wait_until(BOUND, || hooks.stats().delivered == 1));
+    redis.kill();
+    let err = hooks.send_durable(hook(&server, 1), BOUND).unwrap_err();
+    let said = format!("{said} {err} {err:?} {shown}");
+    assert!(wait_until(BOUND, || !logger::lines_containing(
+        "auth: redis"
+    )
+    .is_empty()));
+    let _ = hooks.shutdown_timeout(Duration::ZERO);
+    let lines: Vec<String> = logger::all_lines()
+        .iter()
+        .map(|l| l.message.clone())
+        .collect();
+    for text in lines.iter().chain([&said]) {
+        assert!(!text.contains(PASSWORD), "the password shows: {text}");
+    }
+}
+
+/// `rediss://` speaks TLS: a Redis with a certificate from a private CA is
+/// refused until that CA is trusted, then works.
+#[test]
+fn a_rediss_url_speaks_tls_and_checks_the_certificate() {
+    let ca = pki::Ca::new("hookpool redis test CA");
+    let leaf = ca.issue(&["127.0.0.1"]);
+    let Some(redis) = RedisServer::start_tls("tls", &leaf.cert_pem, &leaf.key_pem, &ca.pem) else {
+        return;
+    };
+    let server = TestServer::start(|_: &Recorded| Reply::Status(204));
+    // The bundled roots do not know the private CA.
+    let err = builder("tls-untrusted", RedisQueue::new(&redis.url(), "tls"))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("UnknownIssuer"), "{err}");
+    let queue = RedisQueue::new(&redis.url(), "tls").tls_root_certificates_pem(ca.pem.clone());
+    let hooks = builder("tls", queue).build().unwrap();
+    hooks.send_durable(hook(&server, 0), BOUND).unwrap();
+    assert!(wait_until(BOUND, || hooks.stats().delivered == 1));
+    assert_eq!(hooks.shutdown().stats.delivered, 1);
+}
+
 /// A restart of Redis (SIGKILL, then its AOF with appendfsync always) loses
 /// nothing acknowledged.
 #[test]
@@ -297,3 +366,56 @@ fn a_timeout_longer_than_half_the_ttl_is_refused() {
         "{err}"
     );
 }
+
+/// Redis answers a claim only after the worker gave up waiting (it was
+/// busy past the worker's timeout): what that claim took is the worker's
+/// in Redis, but the worker never saw it. The worker must not strand it
+/// there while it lives: every webhook is still delivered.
+#[test]
+fn a_claim_whose_answer_was_lost_strands_nothing() {
+    let Some(redis) = RedisServer::start("lost-claim") else {
+        return;
+    };
+    logger::install();
+    let server = TestServer::start(|_: &Recorded| {
+        Reply::Delay(Duration::from_millis(20), Box::new(Reply::Status(204)))
+    });
+    let hooks = builder(
+        "lost-claim",
+        RedisQueue::new(&redis.url(), "lost-claim")
+            .timeout(Duration::from_millis(200))
+            .worker_ttl(Duration::from_secs(10)),
+    )
+    .queue_capacity(4)
+    .build()
+    .unwrap();
+    for n in 0..100 {
+        hooks.send_durable(hook(&server, n), BOUND).unwrap();
+    }
+    assert!(wait_until(BOUND, || hooks.stats().delivered >= 10));
+    // Redis busy for a second: the fetcher's claim times out meanwhile,
+    // and Redis runs it after.
+    redis.cli(&["EVAL", BUSY_SECOND, "0"]);
+    assert!(
+        wait_until(BOUND, || hooks.stats().delivered == 100),
+        "delivered {} of 100; queue {:?}",
+        hooks.stats().delivered,
+        hooks.stats().store.unwrap().shared
+    );
+    assert_eq!(server.request_count(), 100, "each once");
+    // The claim's answer was lost, and what it took was put back.
+    assert!(
+        logger::lines_containing("without this process hearing back")
+            .iter()
+            .any(|l| l.message.starts_with("lost-claim: ")),
+        "no claim's answer was lost"
+    );
+    let _ = hooks.shutdown();
+}
+
+/// A script that keeps Redis busy for a second.
+const BUSY_SECOND: &str = "local t = redis.call('TIME'); local start = t[1] * 1000000 + t[2]
+while true do
+  t = redis.call('TIME')
+  if t[1] * 1000000 + t[2] - start > 1000000 then return 1 end
+end";

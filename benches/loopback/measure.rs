@@ -78,7 +78,13 @@ impl Tracker {
 /// This process's CPU time (user + system, every thread) from
 /// `/proc/self/stat`, in milliseconds (10 ms resolution).
 pub fn cpu_time_ms() -> f64 {
-    let Ok(stat) = fs::read_to_string("/proc/self/stat") else {
+    stat_cpu_ms("/proc/self/stat")
+}
+
+/// The CPU time (user + system, every thread) of the process whose
+/// `/proc/<pid>/stat` is at `path`, in milliseconds (10 ms resolution).
+pub fn stat_cpu_ms(path: &str) -> f64 {
+    let Ok(stat) = fs::read_to_string(path) else {
         return f64::NAN;
     };
     // Fields after the parenthesised command name; utime and stime are the

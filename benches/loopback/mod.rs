@@ -4,7 +4,10 @@
 //! protocol, wrk, and readings from `/proc`.
 #![allow(dead_code)]
 
+pub mod drive;
+pub mod harness;
 pub mod measure;
+pub mod redis_server;
 pub mod wrk;
 pub use measure::BODY;
 

@@ -299,6 +299,11 @@ impl<J> Submitter<J> {
         self.tx.len()
     }
 
+    /// Free slots in the queue now.
+    pub(crate) fn room(&self) -> usize {
+        self.shared.capacity.saturating_sub(self.tx.len())
+    }
+
     /// Returns `true` once shutdown has begun.
     ///
     /// # Examples

@@ -80,6 +80,9 @@ pub(crate) enum Commit {
 pub(crate) trait Store: Send + Sync + fmt::Debug {
     /// Makes `row` durable, with `cursor` saved beside it.
     fn accept(&self, row: Row, cursor: Option<String>, commit: Commit) -> Result<(), StoreError>;
+    /// Makes every row of `rows` durable in one step, all or none, with
+    /// `cursor` saved beside the last; returns once they are.
+    fn accept_batch(&self, rows: Vec<Row>, cursor: Option<String>) -> Result<(), StoreError>;
     /// The row accepted under `key` was not queued after all: remove it.
     fn forget(&self, key: u64);
     /// Delivered: remove the row.
@@ -132,6 +135,9 @@ pub(crate) trait Store: Send + Sync + fmt::Debug {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct SharedQueueStats {
+    /// The queue's name ([`RedisQueue::new`](crate::RedisQueue)'s second
+    /// argument): processes on one queue report the same counts under it.
+    pub queue: String,
     /// Webhooks waiting for a worker.
     pub ready: u64,
     /// Webhooks waiting for a retry, a breaker or a pause, by due time.

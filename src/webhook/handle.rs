@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::report::{DispatchStats, EndpointStats};
 use crate::breaker::{BreakerState, Endpoint};
-use crate::error::{DurableError, SubmitError};
+use crate::error::{BatchError, DurableError, SubmitError};
 use crate::pool::Submitter;
 use crate::stats::Histogram;
 use crate::stats::Stats;
@@ -146,12 +146,149 @@ impl DispatchHandle {
         self.durable(webhook, None, wait)
     }
 
+    /// Queues a batch of webhooks once all of them are committed to the
+    /// durable store, in one step: one commit for the whole batch, however
+    /// many it holds. A single thread that reads webhooks from an input (a
+    /// file, a table) gets this way what group commit gives many threads
+    /// calling [`send_durable`](Self::send_durable) at once. With `cursor`,
+    /// the cursor is saved in the same transaction, as
+    /// [`send_durable_with_cursor`](Self::send_durable_with_cursor) does.
+    ///
+    /// All or none. First it waits, up to `wait`, until the queue has room
+    /// for the whole batch (or is empty, for a batch larger than the queue)
+    /// and every endpoint of the batch has parking room; then it commits.
+    /// `Ok` means every webhook is committed and accepted: one that finds
+    /// the queue full after the commit (another thread took the room) waits
+    /// in the delay queue for room, holding no worker, in order.
+    ///
+    /// # Errors
+    ///
+    /// [`BatchError`], with every webhook, none of them kept: its
+    /// [`error`](BatchError::error) is `Full` (no room in time), `Closed`
+    /// (shutting down), `Store` (the commit failed: a full disk, Redis
+    /// unreachable) or `NoStore`, as for [`send_durable`](Self::send_durable).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let hooks = hookpool::Dispatcher::builder()
+    ///     .journal(hookpool::Journal::new("hooks.db"))
+    ///     .build()?;
+    /// let lines: Vec<u64> = (0..1000).collect();
+    /// for chunk in lines.chunks(256) {
+    ///     let batch = chunk
+    ///         .iter()
+    ///         .map(|n| hookpool::Webhook::new("https://example.com/hooks", n))
+    ///         .collect::<Result<Vec<_>, _>>()?;
+    ///     let last = chunk.last().unwrap().to_string();
+    ///     hooks.handle().send_durable_batch(batch, Some(last), Duration::from_secs(5))?;
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn send_durable_batch(
+        &self,
+        webhooks: Vec<Webhook>,
+        cursor: Option<String>,
+        wait: Duration,
+    ) -> Result<(), BatchError> {
+        if webhooks.is_empty() {
+            return Ok(());
+        }
+        let Some(store) = &self.engine.store else {
+            return Err(BatchError::new(webhooks, DurableError::NoStore));
+        };
+        if self.submitter.is_closed() {
+            return Err(BatchError::new(webhooks, DurableError::Closed));
+        }
+        if !store.shared() && !self.wait_for_batch_room(&webhooks, wait) {
+            let refusal = if self.submitter.is_closed() {
+                DurableError::Closed
+            } else {
+                DurableError::Full
+            };
+            return Err(BatchError::new(webhooks, refusal));
+        }
+        let deliveries: Vec<Delivery> = webhooks
+            .into_iter()
+            .map(|w| self.engine.delivery(w))
+            .collect();
+        let wall = self.engine.clock.system_now();
+        let rows = deliveries.iter().map(|d| d.row(wall)).collect();
+        if let Err(error) = store.accept_batch(rows, cursor) {
+            let webhooks = deliveries.into_iter().map(|d| d.webhook).collect();
+            return Err(match error {
+                StoreError::Closed => BatchError::new(webhooks, DurableError::Closed),
+                error => {
+                    BatchError::new(webhooks, |webhook| DurableError::Store { webhook, error })
+                }
+            });
+        }
+        if store.shared() {
+            for _ in &deliveries {
+                self.handed_over();
+            }
+            return Ok(());
+        }
+        let counters = &self.engine.counters;
+        counters.submitting.fetch_add(1, Ordering::SeqCst);
+        let now = self.engine.clock.now();
+        for d in deliveries {
+            counters.accepted.fetch_add(1, Ordering::SeqCst);
+            match self.submitter.try_submit(d) {
+                Ok(()) => {}
+                // Committed, so accepted: the delay queue sends it on as
+                // room frees.
+                Err(SubmitError::Full(d)) => {
+                    if let Err(d) = self.engine.delay.schedule(now, d) {
+                        self.engine.shut_out(d);
+                    }
+                }
+                Err(SubmitError::Closed(d)) => self.engine.shut_out(d),
+            }
+        }
+        counters.submitting.fetch_sub(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Waits up to `wait` for queue room for the whole batch (or an empty
+    /// queue) and parking room at each of its endpoints; whether it came.
+    fn wait_for_batch_room(&self, webhooks: &[Webhook], wait: Duration) -> bool {
+        let started = Instant::now();
+        let mut nap = Duration::from_micros(100);
+        loop {
+            if self.submitter.is_closed() {
+                return false;
+            }
+            let queue = self.submitter.room() >= webhooks.len() || self.submitter.queued() == 0;
+            if queue
+                && webhooks
+                    .iter()
+                    .all(|w| self.engine.lanes.has_room(w.endpoint()))
+            {
+                return true;
+            }
+            let waited = started.elapsed();
+            if waited >= wait {
+                return false;
+            }
+            std::thread::sleep(nap.min(wait - waited));
+            nap = (nap * 2).min(Duration::from_millis(10));
+        }
+    }
+
     /// Like [`send_durable`](Self::send_durable), and saves `cursor` in the
     /// journal in the same transaction: the journal keeps the cursor of the
     /// last webhook committed, and hands it back after a restart
-    /// ([`Dispatcher::journal_cursor`](crate::Dispatcher::journal_cursor)).
-    /// A program that reads its webhooks from an input saves its position
-    /// there, and resumes after it: nothing is read twice or skipped.
+    /// ([`Dispatcher::journal_cursor`](crate::Dispatcher::journal_cursor),
+    /// or [`Journal::read_cursor`](crate::Journal::read_cursor) before a
+    /// start). A program that reads its webhooks from an input saves its
+    /// position there, and resumes after it: nothing is read twice or
+    /// skipped. A webhook that comes back (`Full`, `Closed`) takes its
+    /// cursor with it: the journal again holds the one it replaced, so
+    /// the program may stop there and resume with that webhook. (With
+    /// several threads sending with cursors at once, only the last one sent
+    /// is put back this way.)
     ///
     /// # Errors
     ///

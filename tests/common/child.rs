@@ -17,6 +17,22 @@ pub struct Running {
     stderr: Option<std::thread::JoinHandle<()>>,
 }
 
+/// This test binary, set to run only its ignored test `name`: a child
+/// process that is a test of its own (not run on its own), configured by
+/// the environment the caller adds.
+pub fn ignored_test(name: &str) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().expect("this test binary"));
+    cmd.args([
+        "--exact",
+        name,
+        "--ignored",
+        "--nocapture",
+        "--test-threads",
+        "1",
+    ]);
+    cmd
+}
+
 impl Running {
     pub fn spawn(mut cmd: Command) -> Running {
         let mut child = cmd
@@ -81,12 +97,9 @@ impl Running {
             .expect("a line on the child's stdout in time")
     }
 
+    /// Ctrl-C: SIGINT.
     pub fn interrupt(&self) {
-        let status = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
+        self.signal("INT");
     }
 
     /// Waits for the exit; then the rest of stdout and all of stderr.
@@ -129,10 +142,35 @@ impl Running {
         self.stdout.recv_timeout(timeout).ok()
     }
 
+    /// The next line on stdout that contains `needle`, from the needle on
+    /// (the test harness writes `test NAME ... ` before a child test's
+    /// first line); `None` if stdout ends or no line comes within
+    /// `timeout` of the previous one.
+    pub fn line_with(&self, needle: &str, timeout: Duration) -> Option<String> {
+        loop {
+            let line = self.try_next_line(timeout)?;
+            if let Some(at) = line.find(needle) {
+                return Some(line[at..].to_owned());
+            }
+        }
+    }
+
+    /// Sends `signal` (a name for kill(1): `STOP`, `CONT`, ...).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
     /// Kills the child with SIGKILL (no chance to clean up) and reaps it.
-    pub fn kill(mut self) {
+    /// Returns whether it was still running, rather than already exited.
+    pub fn kill(mut self) -> bool {
+        let running = matches!(self.child.try_wait(), Ok(None));
         let _ = self.child.kill();
         let _ = self.child.wait();
+        running
     }
 
     /// Everything on stderr so far.

@@ -5,14 +5,18 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use hookpool::{BreakerConfig, Dispatcher, Exposition, ManualClock, Pool, RetryPolicy, Webhook};
+use hookpool::{
+    BreakerConfig, DispatchStats, Dispatcher, Exposition, Journal, ManualClock, Pool, RetryPolicy,
+    Webhook,
+};
 
 use super::server::{Recorded, Reply, TestServer};
+use super::tempdir::TempDir;
 use super::wait_until;
 
 /// Metrics from a run that exercises every family: failures, dead letters,
-/// an open breaker, retries, a paced endpoint, several pools. The
-/// dispatcher's are taken while it runs.
+/// an open breaker, retries, a paced endpoint, several pools, a journal and
+/// a shared queue. The dispatcher's are taken while it runs.
 pub fn rich_exposition() -> String {
     let clock = ManualClock::new();
     let server = TestServer::start(|r: &Recorded| match r.path.as_str() {
@@ -62,7 +66,67 @@ pub fn rich_exposition() -> String {
     Exposition::new()
         .dispatcher("web\"hooks\\", &live)
         .pool("jobs", &pool_stats)
+        .dispatcher("durable", &journal_stats(&server))
+        .dispatcher("shared", &shared_queue_stats(&server))
         .render()
+}
+
+/// A dispatcher with a journal, after one webhook went through it.
+fn journal_stats(server: &TestServer) -> DispatchStats {
+    let dir = TempDir::new("exposition-journal");
+    let hooks = Dispatcher::builder()
+        .name("durable")
+        .journal(Journal::new(dir.path("journal.db")))
+        .build()
+        .unwrap();
+    hooks
+        .send_durable(
+            Webhook::new(&server.url("/ok"), &0).unwrap(),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(20), || {
+        let s = hooks.stats();
+        s.delivered == 1 && s.store.as_ref().is_some_and(|j| j.backlog == 0)
+    }));
+    let stats = hooks.stats();
+    assert_eq!(hooks.shutdown().stats.delivered, 1);
+    stats
+}
+
+/// A dispatcher on a shared queue in a real redis-server, after one webhook
+/// went through it. Without the `redis` feature, or where redis-server is
+/// not installed (and not required), the journal's counts with the queue's
+/// added stand in, so that the families are the same everywhere.
+fn shared_queue_stats(server: &TestServer) -> DispatchStats {
+    #[cfg(feature = "redis")]
+    if let Some(redis) = super::redis::RedisServer::start("exposition") {
+        let hooks = Dispatcher::builder()
+            .name("shared")
+            .timeout(Duration::from_secs(2))
+            .redis(hookpool::RedisQueue::new(&redis.url(), "metrics"))
+            .build()
+            .unwrap();
+        hooks
+            .send_durable(
+                Webhook::new(&server.url("/ok"), &0).unwrap(),
+                Duration::from_secs(10),
+            )
+            .unwrap();
+        assert!(wait_until(Duration::from_secs(20), || {
+            let s = hooks.stats();
+            let shared = s.store.as_ref().and_then(|q| q.shared.as_ref());
+            s.delivered == 1 && shared.is_some_and(|q| q.workers_alive == 1)
+        }));
+        let stats = hooks.stats();
+        assert_eq!(hooks.shutdown().stats.delivered, 1);
+        return stats;
+    }
+    let mut stats = journal_stats(server);
+    let mut queue = hookpool::SharedQueueStats::default();
+    queue.queue = "metrics".to_owned();
+    stats.store.as_mut().unwrap().shared = Some(queue);
+    stats
 }
 
 /// The metric families in `text`, from its `# TYPE` lines.

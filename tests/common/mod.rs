@@ -2,11 +2,15 @@
 #![allow(dead_code)]
 
 pub mod child;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod exposition;
 pub mod logger;
 pub mod pacing;
 pub mod redis;
 pub mod server;
+#[cfg(all(feature = "cli", feature = "redis"))]
+pub mod shared_queue;
 pub mod tempdir;
 
 use std::time::{Duration, Instant};
@@ -26,6 +30,23 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(20));
     }
+}
+
+/// A crash test's rounds and random numbers: `HOOKPOOL_CRASH_ROUNDS` rounds
+/// (else `default`), and `HOOKPOOL_CRASH_SEED` (else a random seed), which
+/// is printed so that a failing run can be replayed. Returns the rounds,
+/// the generator and the seed.
+pub fn crash_rounds(what: &str, default: usize) -> (usize, fastrand::Rng, u64) {
+    let rounds: usize = std::env::var("HOOKPOOL_CRASH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default);
+    let seed: u64 = std::env::var("HOOKPOOL_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    println!("{what}: {rounds}, seed {seed} (HOOKPOOL_CRASH_SEED replays it)");
+    (rounds, fastrand::Rng::with_seed(seed), seed)
 }
 
 /// Whether this process's thread named `name` (as the OS shows it: at most
@@ -60,6 +81,25 @@ pub fn wait_for_a_waiting_submission(pool: &str, thread: &str) {
         wait_until(Duration::from_secs(20), || thread_asleep(thread)),
         "{thread} is not asleep"
     );
+}
+
+/// Which of `secrets` signed a request (its index), or `None`: tests whose
+/// processes each sign with a secret of their own tell by this which
+/// process sent a request.
+pub fn signer(request: &server::Recorded, secrets: &[&str]) -> Option<usize> {
+    let header = |name| request.header(name).unwrap_or("");
+    secrets.iter().position(|secret| {
+        hookpool::verify(
+            &[hookpool::SigningSecret::new(secret).expect("a valid secret")],
+            header("webhook-id"),
+            header("webhook-timestamp"),
+            header("webhook-signature"),
+            &request.body,
+            std::time::SystemTime::now(),
+            Duration::from_secs(300),
+        )
+        .is_ok()
+    })
 }
 
 /// Set in a child process started by [`run_test_in_child`].

@@ -1,26 +1,41 @@
 //! `hookpool send`: each line of a JSON Lines input becomes one webhook.
+//!
+//! With the journal (the default), each line's webhook is committed to it
+//! before it is queued, together with the input's position after the line.
+//! A rerun of a send that was killed or interrupted delivers what the
+//! journal holds, then goes on after the last line journaled; an input that
+//! changed since is refused.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::Instant;
 
 use hookpool::{
-    DeadLetter, DeadLetterReason, DeadLetterSink, JsonlDeadLetters, Webhook, WebhookError,
+    DeadLetter, DeadLetterReason, DeadLetterSink, Journal, JsonlDeadLetters, Synchronous, Webhook,
+    WebhookError,
 };
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::run::{DeliveryArgs, IN_FLIGHT, NOT_QUEUED, Session, TICK, shutdown_letter};
+use crate::input::{self, Input, Source};
+use crate::resume::{Plan, remove_journal};
+use crate::run::{
+    DeliveryArgs, IN_FLIGHT, Keep, NOT_QUEUED, Refused, Session, TICK, shutdown_letter,
+};
+use crate::send_redis::{self, Target};
+use crate::shared_queue::MaybeShared;
 use crate::{Interrupt, UsageError, exit_code, print_line};
 
 /// Where dead letters go without `--dead-letters`.
 const DEFAULT_DEAD_LETTERS: &str = "hookpool-dead-letters.jsonl";
+/// The journal without `--journal`.
+const DEFAULT_JOURNAL: &str = "hookpool-journal.db";
+/// Why a line the journal could not take is dead-lettered (standard input
+/// only: a file's line is read again by the next run).
+const NOT_JOURNALED: &str = "the journal could not commit it, so it was not queued";
 
 /// The flags of `hookpool send` (its help text is on `Command::Send`).
 #[derive(Debug, clap::Args)]
@@ -36,8 +51,25 @@ pub(crate) struct Args {
     /// Append dead letters to FILE, JSON Lines that `hookpool replay FILE` sends again
     /// (default: ./hookpool-dead-letters.jsonl, left behind only if something was
     /// dead-lettered)
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "redis")]
     dead_letters: Option<PathBuf>,
+    /// Commit each line's webhook to the journal FILE (SQLite) before queueing it, with the
+    /// input's position, so that running the same command again after a kill or Ctrl-C
+    /// delivers what was left and goes on after the last line journaled (default:
+    /// ./hookpool-journal.db, removed at the end once everything finished)
+    #[arg(long, value_name = "FILE", conflicts_with = "redis")]
+    journal: Option<PathBuf>,
+    /// No journal: webhooks live in memory only, a kill loses them, and a rerun starts
+    /// again from the first line
+    #[arg(long, conflicts_with_all = ["journal", "journal_sync"])]
+    no_journal: bool,
+    /// How each journal commit reaches the disk: `full` waits for it (survives a power
+    /// cut); `normal` hands it to the operating system, many times faster, and survives
+    /// the process being killed but not the machine crashing
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = JournalSync::Full, conflicts_with = "redis")]
+    journal_sync: JournalSync,
+    #[command(flatten)]
+    shared: MaybeShared,
     #[command(flatten)]
     delivery: DeliveryArgs,
     /// JSON Lines input, one payload per line; `-` or nothing reads standard input
@@ -45,10 +77,17 @@ pub(crate) struct Args {
     input: Option<PathBuf>,
 }
 
+/// `--journal-sync`: SQLite's `synchronous` setting for the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum JournalSync {
+    Full,
+    Normal,
+}
+
 /// The summary line on stdout.
 #[derive(Serialize)]
 struct Summary {
-    /// Lines read, blank ones included.
+    /// Lines read by this run, blank ones included.
     lines: u64,
     invalid: u64,
     accepted: u64,
@@ -58,9 +97,19 @@ struct Summary {
     retried: u64,
     /// Answers that asked for a slower pace (429, 503 with Retry-After).
     push_backs: u64,
+    /// Webhooks an earlier run left unfinished in the journal, taken up at start.
+    recovered: u64,
+    /// The line reading went on after, when this run resumed its input.
+    resumed_after_line: Option<u64>,
+    /// Webhooks left unfinished in the journal at exit, for the next run.
+    kept: u64,
     interrupted: bool,
     read_error: Option<String>,
+    /// Why the journal could not commit a line, if it could not.
+    journal_error: Option<String>,
     dead_letter_file: Option<String>,
+    /// The journal, when one is left behind.
+    journal_file: Option<String>,
     elapsed_ms: u64,
 }
 
@@ -74,7 +123,22 @@ pub(crate) fn run(args: Args, interrupt: &Interrupt) -> Result<ExitCode, UsageEr
     {
         return Err(UsageError("--event-type must not be empty".into()));
     }
-    let input = open_input(args.input.as_deref())?;
+    if let Some(queue) = args.shared.shared()? {
+        let target = Target {
+            url: &args.url,
+            event_type: args.event_type.as_deref(),
+            input: args.input.as_deref(),
+        };
+        return send_redis::run(&target, queue, &args.delivery, interrupt);
+    }
+    let queue_size = args.shared.queue_size()?;
+    let source = Source::open(args.input.as_deref())?;
+    let journal = (!args.no_journal).then(|| {
+        args.journal
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_JOURNAL))
+    });
+    let (plan, start) = Plan::new(source, journal.as_deref())?;
     let (path, default_file) = match &args.dead_letters {
         Some(path) => (path.clone(), false),
         None => (PathBuf::from(DEFAULT_DEAD_LETTERS), true),
@@ -90,24 +154,59 @@ pub(crate) fn run(args: Args, interrupt: &Interrupt) -> Result<ExitCode, UsageEr
         path: path.clone(),
         armed: default_file && !existed,
     };
-    let session = Session::start(&args.delivery, "send", Arc::clone(&sink), "line", interrupt)?;
+    let synchronous = match args.journal_sync {
+        JournalSync::Full => Synchronous::Full,
+        JournalSync::Normal => Synchronous::Normal,
+    };
+    let keep = Keep {
+        sink: Some(Arc::clone(&sink) as Arc<dyn DeadLetterSink>),
+        journal: journal
+            .as_ref()
+            .map(|j| Journal::new(j).synchronous(synchronous)),
+    };
+    let session = Session::start(&args.delivery, queue_size, "send", keep, "line", interrupt)?;
+    if let Some(journal) = &journal {
+        if session.journal_cursor() != plan.saved.as_deref() {
+            return Err(UsageError(format!(
+                "journal {} changed while this send started: another process is using it",
+                journal.display()
+            )));
+        }
+        plan.say_how(&session, journal);
+    }
 
-    let (lines_rx, reader) = spawn_reader(input)?;
-    let mut lines = 0;
-    let mut not_queued: Vec<Webhook> = Vec::new();
+    let after_line = start.after_line;
+    let (lines_rx, reader) = input::spawn_reader(start)?;
+    let mut last_line = after_line;
+    // The last line committed to the journal with its cursor.
+    let mut journaled = plan.resumed_after;
+    let mut not_queued: Vec<(Webhook, &str)> = Vec::new();
     let mut read_error = None;
+    let mut journal_error = None;
     let mut reached_end = false;
     let make = |bytes| webhook(&args.url, args.event_type.as_deref(), bytes);
     while !interrupt.is_set() {
         match lines_rx.recv_timeout(TICK) {
-            Ok(Input::Line(n, bytes)) => {
-                lines = n;
+            Ok(Input::Line(n, bytes, cursor)) => {
+                last_line = n;
                 match make(bytes) {
                     Ok(None) => {}
                     Ok(Some(webhook)) => {
-                        if let Err(webhook) = session.send(n, webhook) {
-                            not_queued.push(webhook);
-                            break;
+                        let saves_cursor = cursor.is_some();
+                        match session.send(n, webhook, cursor) {
+                            Ok(()) if saves_cursor => journaled = Some(n),
+                            Ok(()) => {}
+                            Err(Refused::Interrupted(webhook)) => {
+                                not_queued.push((webhook, NOT_QUEUED));
+                                break;
+                            }
+                            Err(Refused::Journal(webhook, e)) => {
+                                let e = UsageError::with_causes("cannot journal it", &e);
+                                session.note(&format!("line {n}: {e}; stopping"));
+                                journal_error = Some(e.to_string());
+                                not_queued.push((webhook, NOT_JOURNALED));
+                                break;
+                            }
                         }
                     }
                     Err(why) => session.invalid(n, &why),
@@ -126,27 +225,37 @@ pub(crate) fn run(args: Args, interrupt: &Interrupt) -> Result<ExitCode, UsageEr
         }
     }
     drop(lines_rx);
-    // Lines the reader took from the input but could not hand over.
-    for (n, bytes) in reclaim(reader) {
-        lines = lines.max(n);
+    // Lines the reader took from the input but could not hand over. A
+    // journaled file's are read again by the next run.
+    for (n, bytes) in input::reclaim(reader) {
+        last_line = last_line.max(n);
+        if plan.rereadable {
+            continue;
+        }
         match make(bytes) {
             Ok(None) => {}
-            Ok(Some(webhook)) => not_queued.push(webhook),
+            Ok(Some(webhook)) => not_queued.push((webhook, NOT_QUEUED)),
             Err(why) => session.invalid(n, &why),
         }
     }
+    if plan.rereadable {
+        not_queued.clear();
+    }
 
+    let journal_name = journal.as_ref().map(|j| j.display().to_string());
+    let recovered = session.recovered();
     let finished = session.finish();
     let mut stats = finished.stats;
+    // With a journal, what was in flight stays in it for the next run.
+    let in_flight = if journal.is_some() {
+        Vec::new()
+    } else {
+        finished.in_flight
+    };
     let ours: Vec<DeadLetter> = not_queued
         .iter()
-        .map(|w| shutdown_letter(w, NOT_QUEUED))
-        .chain(
-            finished
-                .in_flight
-                .iter()
-                .map(|(_, w)| shutdown_letter(w, IN_FLIGHT)),
-        )
+        .map(|(w, why)| shutdown_letter(w, why))
+        .chain(in_flight.iter().map(|(_, w)| shutdown_letter(w, IN_FLIGHT)))
         .collect();
     let mut unsaved = finished.unsaved;
     for letter in ours {
@@ -164,8 +273,29 @@ pub(crate) fn run(args: Args, interrupt: &Interrupt) -> Result<ExitCode, UsageEr
     drop(sink);
     let kept = !created.remove_if_empty();
 
+    let everything_finished = reached_end
+        && !finished.interrupted
+        && read_error.is_none()
+        && journal_error.is_none()
+        && finished.kept == 0;
+    let journal_left = match &journal {
+        None => false,
+        Some(file) => {
+            let letters = stats.store.as_ref().map_or(0, |s| s.dead_letters);
+            let removable = args.journal.is_none() && !plan.other_position && letters == 0;
+            if everything_finished && removable {
+                !remove_journal(file)
+            } else {
+                if !everything_finished {
+                    plan.say_what_is_left(file, finished.kept, journaled);
+                }
+                true
+            }
+        }
+    };
+
     let summary = Summary {
-        lines,
+        lines: last_line - after_line,
         invalid: finished.invalid,
         accepted: stats.accepted,
         delivered: stats.delivered,
@@ -173,14 +303,20 @@ pub(crate) fn run(args: Args, interrupt: &Interrupt) -> Result<ExitCode, UsageEr
         dead_lettered_by_reason: stats.dead_lettered_by_reason,
         retried: stats.retried,
         push_backs: stats.push_backs,
+        recovered,
+        resumed_after_line: plan.resumed_after,
+        kept: finished.kept,
         interrupted: finished.interrupted,
         read_error,
+        journal_error,
         dead_letter_file: kept.then(|| path.display().to_string()),
+        journal_file: journal_name.filter(|_| journal_left),
         elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     };
     let ok = reached_end
         && !finished.interrupted
         && summary.read_error.is_none()
+        && summary.journal_error.is_none()
         && summary.invalid == 0
         && summary.dead_lettered == 0
         && summary.delivered == summary.accepted;
@@ -188,32 +324,13 @@ pub(crate) fn run(args: Args, interrupt: &Interrupt) -> Result<ExitCode, UsageEr
     Ok(exit_code(ok))
 }
 
-/// Standard input for `None` or `-`, else the file.
-fn open_input(path: Option<&Path>) -> Result<Box<dyn Read + Send>, UsageError> {
-    match path {
-        None => Ok(stdin()),
-        Some(p) if p == Path::new("-") => Ok(stdin()),
-        Some(p) => {
-            let cannot =
-                |e: &dyn std::fmt::Display| UsageError(format!("cannot read {}: {e}", p.display()));
-            if p.is_dir() {
-                return Err(cannot(&"it is a directory"));
-            }
-            Ok(Box::new(File::open(p).map_err(|e| cannot(&e))?))
-        }
-    }
-}
-
-fn stdin() -> Box<dyn Read + Send> {
-    if io::stdin().is_terminal() {
-        eprintln!("hookpool: reading JSON Lines from the terminal; Ctrl-D ends the input");
-    }
-    Box::new(io::stdin())
-}
-
 /// The webhook for one line: `None` for a blank line, an error in words for
 /// a line that is not JSON.
-fn webhook(url: &str, event_type: Option<&str>, bytes: Vec<u8>) -> Result<Option<Webhook>, String> {
+pub(crate) fn webhook(
+    url: &str,
+    event_type: Option<&str>,
+    bytes: Vec<u8>,
+) -> Result<Option<Webhook>, String> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
@@ -245,89 +362,6 @@ struct Envelope<'a> {
     kind: &'a str,
     timestamp: String,
     data: &'a RawValue,
-}
-
-/// A line's number (from 1) and bytes, without the line ending.
-type NumberedLine = (u64, Vec<u8>);
-
-/// What the reader thread hands over.
-enum Input {
-    /// A line's number (from 1) and bytes, without the line ending.
-    Line(u64, Vec<u8>),
-    /// Reading failed at this line.
-    Failed(u64, io::Error),
-}
-
-/// Reads lines on a thread of its own, so that Ctrl-C is noticed even while
-/// a read blocks. The channel holds nothing (a rendezvous), so the reader
-/// holds at most one line that it has not handed over; when the receiver is
-/// gone it returns that line and the complete lines still in its buffer.
-fn spawn_reader(
-    source: Box<dyn Read + Send>,
-) -> Result<(Receiver<Input>, JoinHandle<Vec<NumberedLine>>), UsageError> {
-    let (tx, rx) = mpsc::sync_channel(0);
-    let reader = std::thread::Builder::new()
-        .name("send-reader".into())
-        .spawn(move || read_lines(source, &tx))
-        .map_err(|e| UsageError(format!("cannot start the reader thread: {e}")))?;
-    Ok((rx, reader))
-}
-
-fn read_lines(source: Box<dyn Read + Send>, tx: &SyncSender<Input>) -> Vec<NumberedLine> {
-    let mut reader = BufReader::with_capacity(64 * 1024, source);
-    let mut n = 0;
-    loop {
-        let mut line = Vec::new();
-        match reader.read_until(b'\n', &mut line) {
-            Ok(0) => return Vec::new(),
-            Ok(_) => {
-                n += 1;
-                trim_line_end(&mut line);
-                if let Err(mpsc::SendError(Input::Line(n, line))) = tx.send(Input::Line(n, line)) {
-                    let mut left = vec![(n, line)];
-                    let mut next = n;
-                    for rest in reader.buffer().split(|b| *b == b'\n') {
-                        next += 1;
-                        let mut rest = rest.to_vec();
-                        trim_line_end(&mut rest);
-                        left.push((next, rest));
-                    }
-                    // A buffer that ends with a newline splits into a last, empty piece.
-                    if left.last().is_some_and(|(_, l)| l.is_empty()) && left.len() > 1 {
-                        left.pop();
-                    }
-                    return left;
-                }
-            }
-            Err(e) => {
-                let _ = tx.send(Input::Failed(n + 1, e));
-                return Vec::new();
-            }
-        }
-    }
-}
-
-fn trim_line_end(line: &mut Vec<u8>) {
-    if line.last() == Some(&b'\n') {
-        line.pop();
-    }
-    if line.last() == Some(&b'\r') {
-        line.pop();
-    }
-}
-
-/// Takes back what the reader could not hand over. A reader still blocked
-/// in a read holds nothing, and is left to end with the process.
-fn reclaim(reader: JoinHandle<Vec<NumberedLine>>) -> Vec<NumberedLine> {
-    let deadline = Instant::now() + Duration::from_millis(500);
-    while !reader.is_finished() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    if reader.is_finished() {
-        reader.join().unwrap_or_default()
-    } else {
-        Vec::new()
-    }
 }
 
 /// Last resort when the dead-letter file cannot take some letters: they go
@@ -374,30 +408,6 @@ impl Drop for Created {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// What the reader hands back when nobody takes its first line.
-    fn leftovers(input: &'static str) -> Vec<(u64, String)> {
-        let (tx, rx) = mpsc::sync_channel(0);
-        drop(rx);
-        read_lines(Box::new(input.as_bytes()), &tx)
-            .into_iter()
-            .map(|(n, l)| (n, String::from_utf8(l).unwrap()))
-            .collect()
-    }
-
-    #[test]
-    fn a_stopped_reader_hands_back_every_line_it_took() {
-        let lines = |v: &[(u64, &str)]| -> Vec<(u64, String)> {
-            v.iter().map(|(n, l)| (*n, (*l).to_owned())).collect()
-        };
-        assert_eq!(
-            leftovers("a\r\nb\n\nc"),
-            lines(&[(1, "a"), (2, "b"), (3, ""), (4, "c")])
-        );
-        assert_eq!(leftovers("a\nb\n"), lines(&[(1, "a"), (2, "b")]));
-        assert_eq!(leftovers("a\n"), lines(&[(1, "a")]));
-        assert!(leftovers("").is_empty());
-    }
 
     #[test]
     fn lines_become_webhooks_or_errors() {

@@ -10,6 +10,7 @@
 //! state stay per process.
 
 mod scripts;
+mod status;
 mod writer;
 
 use std::fmt;
@@ -64,6 +65,8 @@ pub struct RedisQueue {
     pub(crate) ttl: Duration,
     pub(crate) max_deaths: u32,
     pub(crate) timeout: Duration,
+    /// CA certificates (PEM) to trust instead of the bundled roots.
+    pub(crate) tls_roots: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for RedisQueue {
@@ -75,6 +78,7 @@ impl fmt::Debug for RedisQueue {
             .field("ttl", &self.ttl)
             .field("max_deaths", &self.max_deaths)
             .field("timeout", &self.timeout)
+            .field("tls_roots", &self.tls_roots.as_ref().map(|_| ".."))
             .finish()
     }
 }
@@ -97,7 +101,26 @@ impl RedisQueue {
             ttl: Duration::from_secs(30),
             max_deaths: 3,
             timeout: Duration::from_secs(5),
+            tls_roots: None,
         }
+    }
+
+    /// For a `rediss://` URL: trusts the CA certificates in `pem` instead of
+    /// the bundled Mozilla roots, for a Redis whose certificate comes from a
+    /// private CA. Without it, a `rediss://` URL trusts the bundled roots
+    /// (`rediss://host/#insecure` turns verification off: for tests only).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pem = b"-----BEGIN CERTIFICATE-----\n...\n-----END CERTIFICATE-----\n";
+    /// let queue = hookpool::RedisQueue::new("rediss://redis.internal:6380/", "hooks")
+    ///     .tls_root_certificates_pem(pem.to_vec());
+    /// # drop(queue);
+    /// ```
+    pub fn tls_root_certificates_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_roots = Some(pem.into());
+        self
     }
 
     /// Enqueues only: this process delivers nothing (a web process, say).
@@ -188,6 +211,42 @@ impl RedisQueue {
     pub(crate) fn open(&self, name: &str) -> Result<Arc<RedisStore>, StoreError> {
         RedisStore::start(self.clone(), name)
     }
+
+    /// The URL without its credentials, for messages.
+    pub(crate) fn target(&self) -> String {
+        crate::webhook::redact_url(&self.url)
+    }
+
+    /// A client for the URL (and the CA certificates, if given); connects
+    /// to nothing yet.
+    pub(crate) fn client(&self) -> Result<redis::Client, StoreError> {
+        match &self.tls_roots {
+            Some(pem) => redis::Client::build_with_tls(
+                self.url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+            None => redis::Client::open(self.url.as_str()),
+        }
+        .map_err(|e| StoreError::Unavailable {
+            target: self.target(),
+            detail: format!("not a redis url, or bad CA certificates ({:?})", e.kind()),
+        })
+    }
+}
+
+/// A connection whose connect, reads and writes each time out after
+/// `timeout`.
+pub(crate) fn connect(
+    client: &redis::Client,
+    timeout: Duration,
+) -> Result<redis::Connection, redis::RedisError> {
+    let conn = client.get_connection_with_timeout(timeout)?;
+    conn.set_read_timeout(Some(timeout))?;
+    conn.set_write_timeout(Some(timeout))?;
+    Ok(conn)
 }
 
 /// The queue's keys, all under the hash tag `{name}`.

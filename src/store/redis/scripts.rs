@@ -205,9 +205,11 @@ return {{redis.call('LLEN', KEYS[1]), redis.call('ZCARD', KEYS[2]), processing,
     )
 }
 
-/// KEYS: dead, letters, jobs, ready. ARGV: key. A dead letter back into
-/// the queue, at the front, with its attempts reset. Returns 1, or 0 if
-/// there is no such letter.
+/// KEYS: dead, letters, jobs, ready. ARGV: key, accepted (ms). A dead
+/// letter back into the queue, at the front, as a webhook accepted anew
+/// (as the journal does it): attempts, pace and errors reset, and
+/// `max_elapsed` counting from `accepted`. Returns 1, or 0 if there is no
+/// such letter.
 pub(crate) const REVIVE: &str = "
 local letter = redis.call('HGET', KEYS[2], ARGV[1])
 if not letter then return 0 end
@@ -217,6 +219,12 @@ job['error'] = nil
 job['dead_lettered_at'] = nil
 job['attempts'] = 0
 job['push_backs'] = 0
+job['paced_ms'] = 0
+job['accepted_ms'] = tonumber(ARGV[2])
+job['first_attempt_ms'] = nil
+job['last_attempt_ms'] = nil
+job['last_error'] = nil
+job['last_status'] = nil
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[3], ARGV[1], cjson.encode(job))

@@ -3,7 +3,7 @@
 //! thread that also takes back dead workers' webhooks and reads the queue's
 //! counts, and the connection `claim` uses.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -32,8 +32,9 @@ const STATUS_EVERY: Duration = Duration::from_secs(1);
 type Reply<T> = Sender<Result<T, StoreError>>;
 
 enum Op {
+    /// One webhook, or a batch enqueued together (one script: all or none).
     Enqueue {
-        job: String,
+        jobs: Vec<String>,
         done: Option<Reply<()>>,
         /// A waiter gives up at this time; past it the op is dropped.
         deadline: Instant,
@@ -64,6 +65,8 @@ enum Op {
     },
     Revive {
         key: u64,
+        /// When the replay accepted it, in Unix milliseconds.
+        accepted_ms: u64,
         reply: Reply<bool>,
     },
     DeleteLetters {
@@ -148,22 +151,25 @@ struct Shared {
     wake: Condvar,
     wake_lock: Mutex<()>,
     warned: RateLimit,
+    /// Late results are warned about at most every 10 s too.
+    stale_warned: RateLimit,
     epoch: Instant,
     name: String,
+    /// The keys this process took and has not yet settled (a count: a key
+    /// may be taken again before the change that let it go is settled).
+    /// Redis may hold more in this process's claims: what a claim took
+    /// whose answer never came back (a timeout, an interrupted read).
+    held: Mutex<HashMap<u64, u32>>,
 }
 
 impl Shared {
     /// A connection with the queue's timeouts.
     fn connect(&self) -> Result<Connection, redis::RedisError> {
-        let t = self.queue.timeout;
-        let conn = self.client.get_connection_with_timeout(t)?;
-        conn.set_read_timeout(Some(t))?;
-        conn.set_write_timeout(Some(t))?;
-        Ok(conn)
+        super::connect(&self.client, self.queue.timeout)
     }
 
     fn target(&self) -> String {
-        crate::webhook::redact_url(&self.queue.url)
+        self.queue.target()
     }
 
     fn unavailable(&self, e: &redis::RedisError) -> StoreError {
@@ -213,11 +219,18 @@ impl Shared {
     }
 }
 
+/// The fetcher's side of the store: its connection, and when to look for
+/// strays in this process's claims.
+struct Claimer {
+    conn: Option<Connection>,
+    strays_due: Instant,
+}
+
 /// The shared queue as a [`Store`].
 pub(crate) struct RedisStore {
     shared: Arc<Shared>,
     ops: Mutex<Option<Sender<Op>>>,
-    claim_conn: Mutex<Option<Connection>>,
+    claim_conn: Mutex<Claimer>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     closed: AtomicBool,
     max_pending: u64,
@@ -235,13 +248,72 @@ impl fmt::Debug for RedisStore {
 use std::fmt;
 
 impl RedisStore {
-    pub(crate) fn start(queue: RedisQueue, name: &str) -> Result<Arc<Self>, StoreError> {
-        let target = crate::webhook::redact_url(&queue.url);
-        let client =
-            redis::Client::open(queue.url.as_str()).map_err(|e| StoreError::Unavailable {
-                target: target.clone(),
-                detail: format!("not a redis url ({:?})", e.kind()),
+    /// `rows` into the queue in one script (all or none); with
+    /// [`Commit::Wait`], once Redis has them.
+    fn enqueue(&self, rows: &[Row], commit: Commit) -> Result<(), StoreError> {
+        let c = &self.shared.counters;
+        let jobs = rows
+            .iter()
+            .map(|row| serde_json::to_string(&Job::from_row(row)))
+            .collect::<Result<Vec<String>, _>>()
+            .map_err(|e| StoreError::Other {
+                path: std::path::PathBuf::new(),
+                source: Box::new(e),
             })?;
+        let n = jobs.len() as u64;
+        let now = Instant::now();
+        let deadline = now + self.shared.queue.timeout;
+        match commit {
+            Commit::NoWait => {
+                if c.pending_enqueues.fetch_add(n, Ordering::Relaxed) >= self.max_pending {
+                    c.pending_enqueues.fetch_sub(n, Ordering::Relaxed);
+                    return Err(StoreError::Busy {
+                        path: std::path::PathBuf::from(self.shared.target()),
+                    });
+                }
+                let op = Op::Enqueue {
+                    jobs,
+                    done: None,
+                    deadline: now + Duration::from_secs(365 * 24 * 3600),
+                    at: now,
+                };
+                if self.send(op) {
+                    Ok(())
+                } else {
+                    c.pending_enqueues.fetch_sub(n, Ordering::Relaxed);
+                    Err(StoreError::Closed)
+                }
+            }
+            Commit::Wait => {
+                c.pending_enqueues.fetch_add(n, Ordering::Relaxed);
+                let (done, committed) = crossbeam_channel::bounded(1);
+                let op = Op::Enqueue {
+                    jobs,
+                    done: Some(done),
+                    deadline,
+                    at: now,
+                };
+                if !self.send(op) {
+                    c.pending_enqueues.fetch_sub(n, Ordering::Relaxed);
+                    return Err(StoreError::Closed);
+                }
+                // Never past the timeout: the writer drops an enqueue whose
+                // waiter gave up.
+                let wait =
+                    deadline.saturating_duration_since(Instant::now()) + Duration::from_millis(100);
+                committed.recv_timeout(wait).unwrap_or_else(|_| {
+                    Err(StoreError::Unavailable {
+                        target: self.shared.target(),
+                        detail: "no answer in time".into(),
+                    })
+                })
+            }
+        }
+    }
+
+    pub(crate) fn start(queue: RedisQueue, name: &str) -> Result<Arc<Self>, StoreError> {
+        let target = queue.target();
+        let client = queue.client()?;
         let shared = Arc::new(Shared {
             keys: Keys::new(&queue.name),
             worker: identity(),
@@ -253,8 +325,10 @@ impl RedisStore {
             wake: Condvar::new(),
             wake_lock: Mutex::new(()),
             warned: RateLimit::new(),
+            stale_warned: RateLimit::new(),
             epoch: Instant::now(),
             name: name.to_owned(),
+            held: Mutex::new(HashMap::new()),
             queue,
         });
         // At build: reachable, scripts loaded, eviction checked, registered.
@@ -295,10 +369,14 @@ impl RedisStore {
         threads.push(spawn("redis", Box::new(move || writer.run()))?);
         let beat = Arc::clone(&shared);
         threads.push(spawn("heartbeat", Box::new(move || heartbeat(&beat)))?);
+        let strays_due = Instant::now() + shared.queue.ttl;
         Ok(Arc::new(RedisStore {
             shared,
             ops: Mutex::new(Some(tx)),
-            claim_conn: Mutex::new(None),
+            claim_conn: Mutex::new(Claimer {
+                conn: None,
+                strays_due,
+            }),
             threads: Mutex::new(threads),
             closed: AtomicBool::new(false),
             max_pending: 64 * 1024,
@@ -344,59 +422,11 @@ impl RedisStore {
 
 impl Store for RedisStore {
     fn accept(&self, row: Row, _cursor: Option<String>, commit: Commit) -> Result<(), StoreError> {
-        let c = &self.shared.counters;
-        let job = serde_json::to_string(&Job::from_row(&row)).map_err(|e| StoreError::Other {
-            path: std::path::PathBuf::new(),
-            source: Box::new(e),
-        })?;
-        let now = Instant::now();
-        let deadline = now + self.shared.queue.timeout;
-        match commit {
-            Commit::NoWait => {
-                if c.pending_enqueues.fetch_add(1, Ordering::Relaxed) >= self.max_pending {
-                    c.pending_enqueues.fetch_sub(1, Ordering::Relaxed);
-                    return Err(StoreError::Busy {
-                        path: std::path::PathBuf::from(self.shared.target()),
-                    });
-                }
-                let op = Op::Enqueue {
-                    job,
-                    done: None,
-                    deadline: now + Duration::from_secs(365 * 24 * 3600),
-                    at: now,
-                };
-                if self.send(op) {
-                    Ok(())
-                } else {
-                    c.pending_enqueues.fetch_sub(1, Ordering::Relaxed);
-                    Err(StoreError::Closed)
-                }
-            }
-            Commit::Wait => {
-                c.pending_enqueues.fetch_add(1, Ordering::Relaxed);
-                let (done, committed) = crossbeam_channel::bounded(1);
-                let op = Op::Enqueue {
-                    job,
-                    done: Some(done),
-                    deadline,
-                    at: now,
-                };
-                if !self.send(op) {
-                    c.pending_enqueues.fetch_sub(1, Ordering::Relaxed);
-                    return Err(StoreError::Closed);
-                }
-                // Never past the timeout: the writer drops an enqueue whose
-                // waiter gave up.
-                let wait =
-                    deadline.saturating_duration_since(Instant::now()) + Duration::from_millis(100);
-                committed.recv_timeout(wait).unwrap_or_else(|_| {
-                    Err(StoreError::Unavailable {
-                        target: self.shared.target(),
-                        detail: "no answer in time".into(),
-                    })
-                })
-            }
-        }
+        self.enqueue(&[row], commit)
+    }
+
+    fn accept_batch(&self, rows: Vec<Row>, _cursor: Option<String>) -> Result<(), StoreError> {
+        self.enqueue(&rows, Commit::Wait)
     }
 
     fn forget(&self, _key: u64) {
@@ -455,8 +485,12 @@ impl Store for RedisStore {
         self.ask(|reply| Op::Letters { limit, reply })
     }
 
-    fn revive(&self, seq: u64, _row: Row) -> Result<bool, StoreError> {
-        self.ask(|reply| Op::Revive { key: seq, reply })
+    fn revive(&self, seq: u64, row: Row) -> Result<bool, StoreError> {
+        self.ask(|reply| Op::Revive {
+            key: seq,
+            accepted_ms: row.accepted_ms,
+            reply,
+        })
     }
 
     fn delete_dead_letters(&self, seqs: &[u64]) -> Result<usize, StoreError> {
@@ -469,6 +503,7 @@ impl Store for RedisStore {
         let mut commit_latency = Histogram::default();
         c.latency.add_to(&mut commit_latency);
         let mut shared = self.shared.status.lock().clone();
+        shared.queue.clone_from(&self.shared.queue.name);
         shared.enqueued = c.enqueued.load(Ordering::Relaxed);
         shared.stale = c.stale.load(Ordering::Relaxed);
         shared.reclaimed = c.reclaimed.load(Ordering::Relaxed);
@@ -509,29 +544,41 @@ impl Store for RedisStore {
             return Ok(Vec::new());
         }
         let s = &self.shared;
-        let mut slot = self.claim_conn.lock();
-        if slot.is_none() {
-            *slot = Some(s.connect().map_err(|e| {
+        let mut claimer = self.claim_conn.lock();
+        let claimer = &mut *claimer;
+        if claimer.conn.is_none() {
+            claimer.conn = Some(s.connect().map_err(|e| {
                 s.warn("connecting", &e);
                 s.unavailable(&e)
             })?);
         }
-        let Some(conn) = slot.as_mut() else {
+        let Some(conn) = claimer.conn.as_mut() else {
             return Ok(Vec::new());
         };
         let k = &s.keys;
         let claims = k.claims(&s.worker);
-        let result: redis::RedisResult<Vec<Value>> = s.run(
-            conn,
-            &s.scripts.claim,
-            &[&k.ready, &k.delayed, &k.jobs, &claims, &k.workers],
-            &[s.worker.clone(), max.to_string()],
-        );
+        let now = Instant::now();
+        let mut result = Ok(());
+        if now >= claimer.strays_due {
+            result = release_strays(s, conn);
+            claimer.strays_due = now + s.queue.ttl;
+        }
+        let result: redis::RedisResult<Vec<Value>> = result.and_then(|()| {
+            s.run(
+                conn,
+                &s.scripts.claim,
+                &[&k.ready, &k.delayed, &k.jobs, &claims, &k.workers],
+                &[s.worker.clone(), max.to_string()],
+            )
+        });
         let values = match result {
             Ok(values) => values,
             Err(e) => {
                 s.warn("claiming", &e);
-                *slot = None;
+                claimer.conn = None;
+                // Redis may have run the claim all the same: look for what
+                // it took at the next claim that gets through.
+                claimer.strays_due = now;
                 return Err(s.unavailable(&e));
             }
         };
@@ -552,11 +599,15 @@ impl Store for RedisStore {
             return Ok(Vec::new());
         }
         let mut rows = Vec::with_capacity(values.len() / 2);
+        let mut held = s.held.lock();
         for pair in values.chunks(2) {
             let (Some(key), Some(job)) = (pair.first(), pair.get(1)) else {
                 continue;
             };
             let key: Option<u64> = redis::from_redis_value_ref(key).ok();
+            if let Some(key) = key {
+                *held.entry(key).or_default() += 1;
+            }
             let job: Option<String> = redis::from_redis_value_ref(job).ok();
             match (key, job.and_then(|j| serde_json::from_str::<Job>(&j).ok())) {
                 (Some(key), Some(job)) => rows.push(job.into_row(key)),
@@ -584,6 +635,32 @@ impl Drop for RedisStore {
     }
 }
 
+/// Puts back in the queue what this process's claims hold in Redis but the
+/// process does not: what a claim took whose answer never came back.
+/// Called from the fetcher, between its claims.
+fn release_strays(shared: &Shared, conn: &mut Connection) -> redis::RedisResult<()> {
+    let k = &shared.keys;
+    let claims = k.claims(&shared.worker);
+    // Read before the claims: a key settled meanwhile is gone from both.
+    let known: HashSet<u64> = shared.held.lock().keys().copied().collect();
+    let claimed: Vec<u64> = redis::cmd("SMEMBERS").arg(&claims).query(conn)?;
+    let strays: Vec<String> = claimed
+        .into_iter()
+        .filter(|key| !known.contains(key))
+        .map(|key| key.to_string())
+        .collect();
+    if strays.is_empty() {
+        return Ok(());
+    }
+    let n: u64 = shared.run(conn, &shared.scripts.release, &[&claims, &k.ready], &strays)?;
+    log::warn!(
+        target: "hookpool",
+        "{}: {n} webhooks claimed from the shared queue without this process hearing back (a lost answer) are back in the queue",
+        shared.name
+    );
+    Ok(())
+}
+
 /// Warns when Redis may evict keys: a webhook evicted is a webhook lost.
 fn check_eviction(shared: &Shared, conn: &mut Connection) {
     let policy: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
@@ -605,25 +682,14 @@ fn check_eviction(shared: &Shared, conn: &mut Connection) {
 
 /// Reads the queue's counts for stats.
 fn refresh_status(shared: &Shared, conn: &mut Connection) -> bool {
-    let k = &shared.keys;
-    let ttl = u64::try_from(shared.queue.ttl.as_millis()).unwrap_or(u64::MAX);
-    let counts: redis::RedisResult<Vec<u64>> = shared.run(
-        conn,
-        &shared.scripts.status,
-        &[&k.ready, &k.delayed, &k.dead, &k.workers],
-        &[ttl.to_string(), k.claims_prefix.clone()],
-    );
+    let counts =
+        super::status::counts(conn, &shared.scripts.status, &shared.keys, shared.queue.ttl);
     match counts {
-        Ok(c) if c.len() == 5 => {
-            let mut status = shared.status.lock();
-            status.ready = c[0];
-            status.delayed = c[1];
-            status.processing = c[2];
-            status.dead = c[3];
-            status.workers_alive = c[4];
+        Ok(Some(counts)) => {
+            *shared.status.lock() = counts;
             true
         }
-        Ok(_) => false,
+        Ok(None) => false,
         Err(e) => {
             shared.warn("reading the queue's counts", &e);
             false
@@ -733,7 +799,15 @@ fn heartbeat(shared: &Shared) {
     }
     // Deregistered at once: what this process still holds (in flight at a
     // shutdown deadline) goes back to the others within a ttl, not later.
-    if let (Some(c), false) = (conn.as_mut(), shared.queue.producer_only) {
+    // Also when the loop never connected: a worker stopped within its first
+    // second must not look alive for a ttl.
+    if shared.queue.producer_only {
+        return;
+    }
+    if conn.is_none() {
+        conn = shared.connect().ok();
+    }
+    if let Some(c) = conn.as_mut() {
         let _: redis::RedisResult<i64> = redis::cmd("ZADD")
             .arg(&shared.keys.workers)
             .arg(0)
@@ -852,7 +926,7 @@ impl Writer {
         let mut args: [Vec<String>; 5] = Default::default();
         for op in batch {
             match op {
-                Op::Enqueue { job, .. } => args[0].push(job.clone()),
+                Op::Enqueue { jobs, .. } => args[0].extend(jobs.iter().cloned()),
                 Op::Ack { key, .. } => args[1].push(key.to_string()),
                 Op::Schedule {
                     key, job, due_ms, ..
@@ -907,11 +981,13 @@ impl Writer {
         for op in batch {
             let answer = match op {
                 Op::Letters { limit, .. } => letters(&s, conn, *limit)?,
-                Op::Revive { key, .. } => s.run(
+                Op::Revive {
+                    key, accepted_ms, ..
+                } => s.run(
                     conn,
                     &s.scripts.revive,
                     &[&k.dead, &k.letters, &k.jobs, &k.ready],
-                    &[key.to_string()],
+                    &[key.to_string(), accepted_ms.to_string()],
                 )?,
                 Op::DeleteLetters { keys, .. } => {
                     let mut invocation = s.scripts.delete_letters.prepare_invoke();
@@ -943,7 +1019,10 @@ impl Writer {
         let mut sent = [0usize; 5];
         for op in &batch {
             if let Some(k) = kind(op) {
-                sent[k] += 1;
+                sent[k] += match op {
+                    Op::Enqueue { jobs, .. } => jobs.len(),
+                    _ => 1,
+                };
             }
         }
         let mut answers = answers.into_iter();
@@ -958,12 +1037,29 @@ impl Writer {
                 };
             }
         }
+        let mut taken = self.shared.held.lock();
+        for op in &batch {
+            if let Op::Ack { key, .. }
+            | Op::Schedule { key, .. }
+            | Op::Bury { key, .. }
+            | Op::Release { key, .. } = op
+            {
+                if let Some(n) = taken.get_mut(key) {
+                    *n -= 1;
+                    if *n == 0 {
+                        taken.remove(key);
+                    }
+                }
+            }
+        }
+        drop(taken);
         for op in batch {
             c.pending.fetch_sub(1, Ordering::Relaxed);
             match op {
-                Op::Enqueue { done, at, .. } => {
-                    c.pending_enqueues.fetch_sub(1, Ordering::Relaxed);
-                    c.enqueued.fetch_add(1, Ordering::Relaxed);
+                Op::Enqueue { jobs, done, at, .. } => {
+                    let n = jobs.len() as u64;
+                    c.pending_enqueues.fetch_sub(n, Ordering::Relaxed);
+                    c.enqueued.fetch_add(n, Ordering::Relaxed);
                     c.latency.record_shared(now.saturating_duration_since(at));
                     if let Some(done) = done {
                         let _ = done.send(Ok(()));
@@ -1000,11 +1096,15 @@ impl Writer {
         let stale: usize = (1..5).map(|k| sent[k].saturating_sub(held[k])).sum();
         if stale > 0 {
             c.stale.fetch_add(stale as u64, Ordering::Relaxed);
-            log::warn!(
-                target: "hookpool",
-                "{}: {stale} late results for webhooks the shared queue had taken back from this process; not counted there",
-                self.shared.name
-            );
+            let s = &self.shared;
+            let at = u64::try_from(s.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            if s.stale_warned.allow(at, Duration::from_secs(10)) {
+                log::warn!(
+                    target: "hookpool",
+                    "{}: {stale} late results for webhooks the shared queue had taken back from this process; not counted there (at most one such line every 10 s; hookpool_shared_queue_stale_results_total counts them all)",
+                    s.name
+                );
+            }
         }
     }
 
@@ -1041,8 +1141,9 @@ impl Writer {
             },
         };
         match op {
-            Op::Enqueue { done, .. } => {
-                c.pending_enqueues.fetch_sub(1, Ordering::Relaxed);
+            Op::Enqueue { jobs, done, .. } => {
+                c.pending_enqueues
+                    .fetch_sub(jobs.len() as u64, Ordering::Relaxed);
                 if let Some(done) = done {
                     let _ = done.send(result);
                 }

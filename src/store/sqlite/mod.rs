@@ -7,7 +7,10 @@
 //!   sequence number;
 //! - `dead_letters`: the dead letters, with the fields of
 //!   [`DeadLetter`](crate::DeadLetter);
-//! - `meta`: the cursor saved with the last accepted webhook.
+//! - `meta`: the cursor saved with the last accepted webhook (`cursor`),
+//!   and, until that webhook is delivered or given back to its sender, the
+//!   key of its row and the cursor it replaced (`cursor_key`,
+//!   `cursor_before`), so that giving it back puts the old cursor back.
 //!
 //! Inspect one with the `sqlite3` shell while no process has it open:
 //! `sqlite3 journal.db 'SELECT key, id, url, attempts FROM webhooks'`.
@@ -212,6 +215,45 @@ impl Journal {
         self.synchronous
     }
 
+    /// The cursor the journal file holds (see
+    /// [`DispatchHandle::send_durable_with_cursor`](crate::DispatchHandle::send_durable_with_cursor)),
+    /// read without recovering or starting anything: `None` when the file
+    /// does not exist or holds no cursor. A program that resumes an input
+    /// checks it here, before it builds a dispatcher on the journal, which
+    /// starts delivering what the journal holds at once.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`], as [`build`](crate::DispatcherBuilder::build) would
+    /// give it: another process has the file open, it is not a journal, or
+    /// it cannot be written.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use hookpool::{Dispatcher, Journal, Webhook};
+    ///
+    /// let dir = std::env::temp_dir().join(format!("hookpool-doc-cursor-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir)?;
+    /// let journal = Journal::new(dir.join("hooks.db"));
+    /// assert_eq!(journal.read_cursor()?, None);
+    /// let hooks = Dispatcher::builder().journal(journal.clone()).build()?;
+    /// let webhook = Webhook::new("http://127.0.0.1:9/", &1)?;
+    /// hooks.handle().send_durable_with_cursor(webhook, "line 1".into(), Duration::from_secs(1))?;
+    /// let _ = hooks.shutdown_timeout(Duration::ZERO);
+    /// assert_eq!(journal.read_cursor()?.as_deref(), Some("line 1"));
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn read_cursor(&self) -> Result<Option<String>, StoreError> {
+        if !self.path.exists() {
+            return Ok(None);
+        }
+        let conn = open(&self.path, self.synchronous)?;
+        read_cursor(&conn, &self.path)
+    }
+
     pub(crate) fn keeps_dead_letters(&self) -> bool {
         self.keep_dead_letters
     }
@@ -236,6 +278,13 @@ impl Journal {
             .map_err(|e| classify(&self.path, e))?;
         }
         let recovered = recover(&conn, &self.path)?;
+        // Keys start again in this process: a previous one's cursor owner
+        // must not match a new row.
+        conn.execute(
+            "DELETE FROM meta WHERE name IN ('cursor_key', 'cursor_before')",
+            [],
+        )
+        .map_err(|e| classify(&self.path, e))?;
         let store = SqliteStore::start(
             conn,
             self.path.clone(),
@@ -420,18 +469,22 @@ fn recover(conn: &Connection, path: &Path) -> Result<Recovered, StoreError> {
         .map_err(err)?
         .collect::<Result<Vec<_>, _>>()
         .map_err(err)?;
-    let cursor: Option<String> = conn
-        .query_row("SELECT value FROM meta WHERE name = 'cursor'", [], |r| {
-            r.get(0)
-        })
-        .optional()
-        .map_err(err)?;
+    let cursor = read_cursor(conn, path)?;
     let next_key = rows.last().map_or(0, |r| r.key + 1);
     Ok(Recovered {
         rows,
         cursor,
         next_key,
     })
+}
+
+/// The cursor saved with the last accepted webhook, if any.
+fn read_cursor(conn: &Connection, path: &Path) -> Result<Option<String>, StoreError> {
+    conn.query_row("SELECT value FROM meta WHERE name = 'cursor'", [], |r| {
+        r.get(0)
+    })
+    .optional()
+    .map_err(|e| classify(path, e))
 }
 
 #[cfg(test)]

@@ -189,6 +189,56 @@ fn rows_and_the_cursor_survive_a_reopen_in_key_order() {
     store.close();
 }
 
+/// A row given back to its sender (accepted, then not queued) takes its
+/// cursor with it: a restart resumes before that webhook, not after it.
+/// Before the fix the cursor stayed, and the webhook was skipped.
+#[test]
+fn a_forgotten_row_puts_the_cursor_it_replaced_back() {
+    let dir = TempDir::new("forget-cursor");
+    let path = dir.path("j.db");
+    let journal = Journal::new(&path);
+    {
+        let (store, _) = open_store(&path);
+        store
+            .accept(row(0), Some("line 1".into()), Commit::Wait)
+            .unwrap();
+        store
+            .accept(row(1), Some("line 2".into()), Commit::Wait)
+            .unwrap();
+        store.forget(1);
+        // A forgotten row that did not save the cursor leaves it alone.
+        store.accept(row(2), None, Commit::Wait).unwrap();
+        store.forget(2);
+        assert_eq!(store.close(), 1);
+    }
+    assert_eq!(journal.read_cursor().unwrap().as_deref(), Some("line 1"));
+    {
+        let (store, recovered) = open_store(&path);
+        assert_eq!(recovered.cursor.as_deref(), Some("line 1"));
+        // The owner is forgotten at reopen: a row with a previous
+        // process's key does not roll the cursor back.
+        store.forget(0);
+        assert_eq!(store.close(), 0);
+    }
+    assert_eq!(journal.read_cursor().unwrap().as_deref(), Some("line 1"));
+    // A journal's first cursor goes away with its row.
+    let first = dir.path("first.db");
+    {
+        let (store, _) = open_store(&first);
+        store
+            .accept(row(0), Some("line 1".into()), Commit::Wait)
+            .unwrap();
+        store.forget(0);
+        store.close();
+    }
+    assert_eq!(Journal::new(&first).read_cursor().unwrap(), None);
+    assert_eq!(
+        Journal::new(dir.path("missing.db")).read_cursor().unwrap(),
+        None
+    );
+    assert!(!dir.path("missing.db").exists(), "reading does not create");
+}
+
 #[test]
 fn a_dead_letter_moves_in_one_step_and_can_be_revived() {
     let dir = TempDir::new("letters");

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
-use rusqlite::{Connection, ErrorCode, Transaction, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, params};
 
 use super::classify;
 use super::letters::{StoredDeadLetter, read_letters, write_letter};
@@ -35,13 +35,20 @@ type Reply<T> = Sender<Result<T, StoreError>>;
 
 /// One state change, or a question, for the writer.
 enum Op {
+    /// One row, or a batch of rows accepted together (all or none).
     Insert {
-        row: Row,
+        rows: Vec<Row>,
         cursor: Option<String>,
         done: Option<Reply<()>>,
         at: Instant,
     },
     Delete {
+        key: u64,
+        at: Instant,
+    },
+    /// A row accepted but not queued after all: removed, and if its insert
+    /// saved the cursor, the cursor it replaced is put back.
+    Forget {
         key: u64,
         at: Instant,
     },
@@ -85,7 +92,10 @@ impl Op {
 
     fn arrived(&self) -> Option<Instant> {
         match self {
-            Op::Insert { at, .. } | Op::Delete { at, .. } | Op::Update { at, .. } => Some(*at),
+            Op::Insert { at, .. }
+            | Op::Delete { at, .. }
+            | Op::Forget { at, .. }
+            | Op::Update { at, .. } => Some(*at),
             Op::Bury { at, .. } => Some(*at),
             _ => None,
         }
@@ -171,6 +181,55 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 impl SqliteStore {
+    /// `rows` into the journal in one op (all or none), with `cursor`
+    /// saved beside the last; with [`Commit::Wait`], once committed.
+    fn insert(
+        &self,
+        rows: Vec<Row>,
+        cursor: Option<String>,
+        commit: Commit,
+    ) -> Result<(), StoreError> {
+        let n = rows.len() as u64;
+        let c = &self.counters;
+        match commit {
+            Commit::NoWait => {
+                if c.pending_inserts.fetch_add(n, Ordering::Relaxed) >= self.max_pending_inserts {
+                    c.pending_inserts.fetch_sub(n, Ordering::Relaxed);
+                    return Err(StoreError::Busy {
+                        path: self.path.clone(),
+                    });
+                }
+                let op = Op::Insert {
+                    rows,
+                    cursor,
+                    done: None,
+                    at: Instant::now(),
+                };
+                if self.send(op) {
+                    Ok(())
+                } else {
+                    c.pending_inserts.fetch_sub(n, Ordering::Relaxed);
+                    Err(StoreError::Closed)
+                }
+            }
+            Commit::Wait => {
+                c.pending_inserts.fetch_add(n, Ordering::Relaxed);
+                let (done, committed) = crossbeam_channel::bounded(1);
+                let op = Op::Insert {
+                    rows,
+                    cursor,
+                    done: Some(done),
+                    at: Instant::now(),
+                };
+                if !self.send(op) {
+                    c.pending_inserts.fetch_sub(n, Ordering::Relaxed);
+                    return Err(StoreError::Closed);
+                }
+                committed.recv().unwrap_or(Err(StoreError::Closed))
+            }
+        }
+    }
+
     /// Starts the writer thread on an open connection.
     pub(crate) fn start(
         conn: Connection,
@@ -250,48 +309,20 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     fn accept(&self, row: Row, cursor: Option<String>, commit: Commit) -> Result<(), StoreError> {
-        let c = &self.counters;
-        match commit {
-            Commit::NoWait => {
-                if c.pending_inserts.fetch_add(1, Ordering::Relaxed) >= self.max_pending_inserts {
-                    c.pending_inserts.fetch_sub(1, Ordering::Relaxed);
-                    return Err(StoreError::Busy {
-                        path: self.path.clone(),
-                    });
-                }
-                let op = Op::Insert {
-                    row,
-                    cursor,
-                    done: None,
-                    at: Instant::now(),
-                };
-                if self.send(op) {
-                    Ok(())
-                } else {
-                    c.pending_inserts.fetch_sub(1, Ordering::Relaxed);
-                    Err(StoreError::Closed)
-                }
-            }
-            Commit::Wait => {
-                c.pending_inserts.fetch_add(1, Ordering::Relaxed);
-                let (done, committed) = crossbeam_channel::bounded(1);
-                let op = Op::Insert {
-                    row,
-                    cursor,
-                    done: Some(done),
-                    at: Instant::now(),
-                };
-                if !self.send(op) {
-                    c.pending_inserts.fetch_sub(1, Ordering::Relaxed);
-                    return Err(StoreError::Closed);
-                }
-                committed.recv().unwrap_or(Err(StoreError::Closed))
-            }
-        }
+        self.insert(vec![row], cursor, commit)
+    }
+
+    fn accept_batch(&self, rows: Vec<Row>, cursor: Option<String>) -> Result<(), StoreError> {
+        self.insert(rows, cursor, Commit::Wait)
     }
 
     fn forget(&self, key: u64) {
-        self.delivered(key);
+        if !self.send(Op::Forget {
+            key,
+            at: Instant::now(),
+        }) {
+            self.log_dropped("the removal", key);
+        }
     }
 
     fn delivered(&self, key: u64) {
@@ -527,10 +558,10 @@ impl Writer {
     }
 
     fn answer_failed(&self, op: Op, e: &rusqlite::Error) {
-        if matches!(op, Op::Insert { .. }) {
+        if let Op::Insert { rows, .. } = &op {
             self.counters
                 .pending_inserts
-                .fetch_sub(1, Ordering::Relaxed);
+                .fetch_sub(rows.len() as u64, Ordering::Relaxed);
         }
         self.counters.pending.fetch_sub(1, Ordering::Relaxed);
         op.fail(&self.path, e);
@@ -559,14 +590,18 @@ impl Writer {
                 c.latency.record_shared(now.saturating_duration_since(at));
             }
             match (op, answer) {
-                (Op::Insert { done, .. }, _) => {
-                    c.pending_inserts.fetch_sub(1, Ordering::Relaxed);
-                    c.backlog.fetch_add(1, Ordering::Relaxed);
+                (Op::Insert { rows, done, .. }, _) => {
+                    let n = rows.len() as u64;
+                    c.pending_inserts.fetch_sub(n, Ordering::Relaxed);
+                    c.backlog.fetch_add(n, Ordering::Relaxed);
                     if let Some(done) = done {
                         let _ = done.send(Ok(()));
                     }
                 }
-                (Op::Delete { .. } | Op::Update { .. }, Answer::Rows(removed)) => {
+                (
+                    Op::Delete { .. } | Op::Forget { .. } | Op::Update { .. },
+                    Answer::Rows(removed),
+                ) => {
                     c.backlog.fetch_sub(
                         removed.min(c.backlog.load(Ordering::Relaxed)),
                         Ordering::Relaxed,
@@ -626,21 +661,37 @@ enum Answer {
 
 fn apply(tx: &Transaction<'_>, op: &Op) -> rusqlite::Result<Answer> {
     match op {
-        Op::Insert { row, cursor, .. } => {
-            insert(tx, row)?;
-            if let Some(cursor) = cursor {
-                tx.prepare_cached(
-                    "INSERT INTO meta (name, value) VALUES ('cursor', ?1)
-                     ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                )?
-                .execute([cursor])?;
+        Op::Insert { rows, cursor, .. } => {
+            for row in rows {
+                insert(tx, row)?;
             }
-            Ok(Answer::Rows(1))
+            if let (Some(cursor), Some(row)) = (cursor, rows.last()) {
+                // What it replaces is kept until the row is delivered or
+                // forgotten: a forgotten row's cursor must not survive it,
+                // or a restart would resume after a webhook never queued.
+                let before = meta(tx, "cursor")?;
+                set_meta(tx, "cursor", Some(cursor))?;
+                set_meta(tx, "cursor_key", Some(&row.key.to_string()))?;
+                set_meta(tx, "cursor_before", before.as_deref())?;
+            }
+            Ok(Answer::Rows(rows.len() as u64))
         }
         Op::Delete { key, .. } => {
             let n = tx
                 .prepare_cached("DELETE FROM webhooks WHERE key = ?1")?
                 .execute([*key as i64])?;
+            Ok(Answer::Rows(n as u64))
+        }
+        Op::Forget { key, .. } => {
+            let n = tx
+                .prepare_cached("DELETE FROM webhooks WHERE key = ?1")?
+                .execute([*key as i64])?;
+            if meta(tx, "cursor_key")? == Some(key.to_string()) {
+                let before = meta(tx, "cursor_before")?;
+                set_meta(tx, "cursor", before.as_deref())?;
+                set_meta(tx, "cursor_key", None)?;
+                set_meta(tx, "cursor_before", None)?;
+            }
             Ok(Answer::Rows(n as u64))
         }
         Op::Update { key, state, .. } => {
@@ -691,6 +742,29 @@ fn apply(tx: &Transaction<'_>, op: &Op) -> rusqlite::Result<Answer> {
             Ok(Answer::Rows(n))
         }
     }
+}
+
+/// A value in the `meta` table.
+fn meta(tx: &Transaction<'_>, name: &str) -> rusqlite::Result<Option<String>> {
+    tx.prepare_cached("SELECT value FROM meta WHERE name = ?1")?
+        .query_row([name], |r| r.get(0))
+        .optional()
+}
+
+/// Sets a value in the `meta` table; `None` removes it.
+fn set_meta(tx: &Transaction<'_>, name: &str, value: Option<&str>) -> rusqlite::Result<()> {
+    match value {
+        Some(value) => tx
+            .prepare_cached(
+                "INSERT INTO meta (name, value) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            )?
+            .execute([name, value])?,
+        None => tx
+            .prepare_cached("DELETE FROM meta WHERE name = ?1")?
+            .execute([name])?,
+    };
+    Ok(())
 }
 
 fn insert(tx: &Transaction<'_>, row: &Row) -> rusqlite::Result<()> {
