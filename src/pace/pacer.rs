@@ -1,60 +1,69 @@
 //! One endpoint's pace: an in-flight limit and a send rate that adapt to
-//! push-back, a pause set by `Retry-After`, slow start after a pause or an
-//! outage, and an optional configured rate. A pure state machine: time is
-//! passed in, nothing here sleeps or locks.
+//! push-back (AIMD), a pause set by `Retry-After`, slow start after a pause
+//! or an outage, and an optional configured rate. A pure state machine:
+//! time is passed in, nothing here sleeps or locks.
 //!
-//! - **Push-back** (429, or 503 with `Retry-After`) cuts the in-flight limit
+//! - **Push-back** (429, or 503 with `Retry-After`) cuts both limits
 //!   multiplicatively, once per round: answers to requests sent before the
-//!   last cut describe the old pace and cut nothing. **Timeouts** cut it the
-//!   same way, and **success** raises it by about one per round (`+1/limit`
-//!   per success).
-//! - **The rate.** The first push-back sets a rough one, from how fast the
-//!   receiver took the burst before it and how long it asked to wait, and
-//!   the rate then *probes*: it doubles every [`PROBE_DOUBLING`] while it
-//!   is what holds sends back. A push-back from a receiver that only needed
-//!   fewer requests at once therefore leaves no lasting cap. A later
-//!   push-back sets the rate to an estimate of the receiver's own (see
-//!   [`estimate`](super::estimate): the least rate at which a token bucket
-//!   of the burst it showed would have accepted what it accepted), and the
-//!   rate *settles* there: it is held for [`HOLD_PAUSES`] times the pause,
-//!   since probing past it costs a whole `Retry-After`, and then grows by
-//!   [`RATE_GROWTH`] of itself per second of sending at it. After push-back
-//!   without a pause it grows at once.
+//!   last cut describe the old pace and cut nothing. The rate is cut from
+//!   what the receiver actually accepted over the last second, so the first
+//!   cut after an unpaced burst lands near the receiver's real rate.
+//! - **Timeouts** cut the in-flight limit the same way.
+//! - **Success** raises the in-flight limit by about one per round
+//!   (`+1/limit` per success), and the rate by [`RATE_GROWTH`] of itself per
+//!   second of sending at that rate.
 //! - **A pause** (`Retry-After`) holds every send until it ends, then the
 //!   in-flight limit restarts from one and doubles per round of successes
 //!   (slow start), so the backlog is not released at one instant.
+//! - **A first push-back within [`EARLY`]** of the first send (an unpaced
+//!   burst emptied a limiter's bucket, or a fast receiver's queue was full
+//!   while it started) says little about the rate: the rate it sets is a
+//!   probe that doubles every [`PROBE_DOUBLING`] while it binds, and is
+//!   dropped once past what the receiver took before that push-back. The
+//!   next push-back sets the rate from [`estimate`](super::estimate), a lower
+//!   bound on the receiver's rate from what it accepted beyond that burst,
+//!   and the rate grows by [`SETTLED_GROWTH`] up to it, a tenth of that
+//!   past it.
 
 use std::time::{Duration, Instant};
 
-use super::estimate::{Estimate, Estimator};
+use super::estimate::Estimator;
 use super::window::Window;
 
 /// Multiplicative cut of the in-flight limit on push-back or timeout.
 pub(crate) const LIMIT_CUT: f64 = 0.7;
-/// Multiplicative cut of the send rate on push-back when there is no
-/// estimate of the receiver's rate to go by.
+/// Multiplicative cut of the send rate on push-back, applied to what the
+/// receiver accepted over the last second.
 pub(crate) const RATE_CUT: f64 = 0.85;
-/// An estimate never sets the rate above this share of the rate that was
-/// pushed back: every push-back that cuts the rate cuts it.
-pub(crate) const MOST_OF_PUSHED_BACK: f64 = 0.95;
-/// The rate is set this far below the estimate: estimates count requests
-/// in flight late, but the clock's readings are not exact either.
-pub(crate) const ESTIMATE_MARGIN: f64 = 0.98;
-/// While probing, the rate doubles this often, as long as it binds.
-pub(crate) const PROBE_DOUBLING: Duration = Duration::from_millis(100);
-/// ...or every this many sends, if that takes longer.
-const PROBE_SENDS: u32 = 4;
-/// A rate settled after a push-back that paused is held for this many
-/// times that pause before it grows: probing past it costs a pause, and
-/// this keeps that cost to about a tenth of the time.
-pub(crate) const HOLD_PAUSES: u32 = 10;
-/// Growth of a settled rate per second of sending at that rate, as a share
-/// of the rate.
+/// Growth of the send rate per second of sending at that rate, as a share
+/// of the rate: slow, because each overshoot can cost a whole `Retry-After`.
 pub(crate) const RATE_GROWTH: f64 = 0.03;
 /// The least time between two rate cuts.
 const RATE_SETTLE: Duration = Duration::from_millis(100);
+/// Below [`RATE_CUT`] of the rate at the last cut, the rate closes this
+/// share of the gap per second.
+const APPROACH: f64 = 0.5;
+/// Sends at this share of the rate or more, and the rate binds.
+const BINDING: f64 = 0.8;
+/// The first cut, from an unpaced burst, halves what was measured.
+pub(crate) const FIRST_RATE_CUT: f64 = 0.5;
 /// In-flight limit growth per second once probing costs a pause.
 pub(crate) const SLOW_LIMIT_GROWTH: f64 = 0.1;
+/// A first push-back this soon after traffic began came from a burst or a
+/// receiver still starting up, and says little about its rate: the rate it
+/// sets is a probe, which doubles every [`PROBE_DOUBLING`] until the next
+/// push-back.
+pub(crate) const EARLY: Duration = super::estimate::BURST_RUN;
+/// See [`EARLY`].
+pub(crate) const PROBE_DOUBLING: Duration = Duration::from_millis(100);
+/// A rate set from an estimate of the receiver's rate is this share of it...
+pub(crate) const ESTIMATE_MARGIN: f64 = 0.97;
+/// ...and at most this share of the rate that was pushed back.
+pub(crate) const MOST_OF_PUSHED_BACK: f64 = 0.95;
+/// Growth of a rate set from an estimate, per second of sending at it:
+/// slower than [`RATE_GROWTH`], since the estimate is already close and
+/// each overshoot costs a whole `Retry-After`.
+pub(crate) const SETTLED_GROWTH: f64 = 0.005;
 
 /// The rate never grows by less than this per second, so that a rate cut to
 /// the floor recovers in minutes, not hours.
@@ -67,8 +76,6 @@ pub(crate) const MIN_RATE: f64 = 1.0;
 const CATCH_UP: Duration = Duration::from_millis(10);
 /// The longest wait between two paced sends, whatever the rate.
 const LONGEST_INTERVAL: Duration = Duration::from_secs(365 * 24 * 3600);
-/// Sends at this share of the rate or more, and the rate binds.
-const BINDING: f64 = 0.8;
 /// Learned pace is forgotten after this long without traffic.
 pub(crate) const FORGET_AFTER: Duration = Duration::from_secs(600);
 
@@ -97,14 +104,18 @@ pub(crate) struct PushBackEffect {
     pub(crate) added: Duration,
 }
 
-/// How the adaptive rate grows (see the module docs).
+/// How the adaptive rate grows while it binds (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Growth {
-    /// Set without an estimate: doubles every [`PROBE_DOUBLING`].
-    Probing,
-    /// Set from an estimate: held until `hold_until`, then grows by
-    /// [`RATE_GROWTH`] of itself a second.
-    Settled { hold_until: Option<Instant> },
+    /// Towards [`RATE_CUT`] of the rate at the last cut, quickly, and past
+    /// it by [`RATE_GROWTH`] of itself a second.
+    Approach,
+    /// Set by an early first push-back: doubles every [`PROBE_DOUBLING`].
+    Probe,
+    /// Set from an estimate of the receiver's rate (a lower bound): grows
+    /// by [`SETTLED_GROWTH`] of itself a second up to `ceiling` (the
+    /// estimate, or less if that was pushed back), a tenth of that past it.
+    Settled { ceiling: f64 },
 }
 
 /// One endpoint's pace. See the module docs.
@@ -116,7 +127,6 @@ pub(crate) struct Pacer {
     ramp: Option<f64>,
     /// Adaptive send rate, requests per second; `None` until push-back.
     rate: Option<f64>,
-    growth: Growth,
     /// The configured rate, if any: the adaptive rate never exceeds it.
     configured: Option<f64>,
     /// When the next paced send may go (virtual scheduling).
@@ -124,14 +134,15 @@ pub(crate) struct Pacer {
     paused_until: Option<Instant>,
     /// Answers to requests sent before this cut nothing.
     last_cut: Option<Instant>,
-    /// When the rate was last cut: in-flight cuts do not delay the next.
-    rate_cut_at: Option<Instant>,
     /// When the rate last grew, for time-based growth.
     grown_at: Option<Instant>,
     /// Successes of requests sent before this do not grow slow start.
     ramp_from: Option<Instant>,
     /// The last push-back paused the endpoint: overshooting costs a pause.
     costly: bool,
+    /// The rate at the last rate cut: the rate grows back towards
+    /// [`RATE_CUT`] of it quickly, and past that slowly.
+    bad: Option<f64>,
     /// The in-flight count at the last cut: the limit grows back to just
     /// below it quickly, and past it slowly.
     bad_limit: Option<f64>,
@@ -139,10 +150,13 @@ pub(crate) struct Pacer {
     /// them were pushed back, and the limit the cut set.
     round: Option<(usize, usize, f64)>,
     limit_grown_at: Option<Instant>,
-    /// What the receiver accepted, for its rate.
-    estimator: Estimator,
-    /// Requests sent, for the sending rate.
+    /// Requests the receiver accepted, and requests sent.
+    accepted: Window,
     sent: Window,
+    /// What the receiver accepted, for a lower bound on its rate.
+    estimator: Estimator,
+    /// How the adaptive rate grows while it binds.
+    growth: Growth,
     pub(crate) push_backs: u64,
     pub(crate) paused_total: Duration,
     pub(crate) last_active: Option<Instant>,
@@ -154,20 +168,21 @@ impl Pacer {
             limit: f64::INFINITY,
             ramp: None,
             rate: None,
-            growth: Growth::Probing,
             configured,
             next_send: None,
             paused_until: None,
             last_cut: None,
-            rate_cut_at: None,
             grown_at: None,
             ramp_from: None,
             costly: false,
+            bad: None,
             round: None,
             bad_limit: None,
             limit_grown_at: None,
-            estimator: Estimator::default(),
+            accepted: Window::default(),
             sent: Window::default(),
+            estimator: Estimator::default(),
+            growth: Growth::Approach,
             push_backs: 0,
             paused_total: Duration::ZERO,
             last_active: None,
@@ -218,7 +233,10 @@ impl Pacer {
             self.went(start);
             return start;
         };
-        let interval = interval(rate);
+        // Rates are positive and finite; a tiny one waits a year, not
+        // forever, and not so long that the arithmetic below overflows.
+        let interval = Duration::try_from_secs_f64(1.0 / rate)
+            .map_or(LONGEST_INTERVAL, |i| i.min(LONGEST_INTERVAL));
         let catch_up = CATCH_UP.min(interval * 2);
         // A send behind schedule by less than `catch_up` keeps the schedule
         // (the next may follow at once); further behind, the lane was idle
@@ -236,7 +254,7 @@ impl Pacer {
     /// Counts a request sent at `at` without a reservation (unpaced).
     pub(crate) fn went(&mut self, at: Instant) {
         self.last_active = Some(at);
-        self.sent.add(at, self.rate());
+        self.sent.add(at);
         self.estimator.sent(at);
     }
 
@@ -255,7 +273,8 @@ impl Pacer {
         let fresh = self.last_cut.is_none_or(|cut| sent_at > cut);
         match outcome {
             Outcome::Success => {
-                self.estimator.accepted(sent_at, now);
+                self.accepted.add(now);
+                self.estimator.accepted(sent_at);
                 let in_ramp = self.ramp_from.is_none_or(|from| sent_at >= from);
                 if let (Some(ramp), true) = (&mut self.ramp, in_ramp) {
                     *ramp += 1.0;
@@ -269,6 +288,7 @@ impl Pacer {
                     // pauses, so it grows by time, not by round.
                     let below_last = self.bad_limit.is_some_and(|bad| self.limit + 1.0 < bad);
                     if self.costly && !below_last {
+                        // Probing costs a pause: grow by time, not by round.
                         let dt = self.limit_grown_at.replace(now).map_or(0.0, |t| {
                             now.saturating_duration_since(t)
                                 .min(Duration::from_millis(100))
@@ -292,45 +312,65 @@ impl Pacer {
                 self.limit_grown_at = None;
                 if !fresh {
                     self.same_round_push_back();
-                    return Some(self.pause(now, pause));
-                }
-                // Pushed back at a rate held where an estimate put it: the
-                // estimate was too high.
-                let surprised =
-                    matches!(self.growth, Growth::Settled { hold_until: Some(h) } if now < h);
-                let estimate = self.estimator.pushed_back(sent_at, now, surprised);
-                match self.rate {
-                    // The first push-back: both limits, the rate a guess
-                    // that probes upwards from there.
-                    None => {
-                        self.cut(now, in_flight);
-                        let sent = self.sent.rate(now);
-                        let guess = self.estimator.first_guess(now, pause, sent);
-                        self.set_rate(now, guess, Growth::Probing);
-                        self.rate_cut_at = Some(now);
-                    }
-                    Some(rate) => {
-                        let binding = self.rate_binding(now);
-                        // What was pushed back: the rate, or what went if
-                        // that was slower (and went long enough to tell).
-                        let pushed = match self.sent.since {
-                            Some(since) if !binding && now >= since + self.lately(rate) => {
-                                self.sent.rate(now).unwrap_or(rate).min(rate)
-                            }
-                            _ => rate,
-                        };
-                        let trusted = estimate.filter(|e| e.trusted());
-                        // The limit that held the request back; the rate
-                        // too once one request at a time is too many, or
-                        // once the receiver is known to take fewer a second
-                        // than went (a rate limiter answers fast, so few
-                        // were in flight, but more would not have helped).
-                        let over = trusted.is_some_and(|e| e.rate < pushed * MOST_OF_PUSHED_BACK);
-                        if binding || over || self.limit < 2.0 {
-                            self.cut_rate(now, pause, pushed, estimate, surprised);
-                        } else {
+                } else {
+                    let early = self
+                        .estimator
+                        .run_age(sent_at)
+                        .is_some_and(|age| age < EARLY);
+                    let estimate = self.estimator.pushed_back(sent_at);
+                    match self.rate {
+                        // The first push-back: both limits, the rate from
+                        // what the receiver took (before any success, from
+                        // what was sent: it took less than that).
+                        None if estimate.is_some() => {
                             self.cut(now, in_flight);
+                            self.settle(now, estimate, f64::INFINITY);
                         }
+                        None => {
+                            self.cut(now, in_flight);
+                            let measured = self
+                                .accepted
+                                .rate(now)
+                                .or_else(|| self.sent.rate(now))
+                                .unwrap_or(MIN_RATE);
+                            let factor = self.rate_cut(now, pause).min(FIRST_RATE_CUT);
+                            self.bad = Some(measured);
+                            self.set_rate(now, measured * factor);
+                            // A burst drained in a moment, or a receiver
+                            // full while it started: no cap, a probe.
+                            if early {
+                                self.growth = Growth::Probe;
+                            }
+                        }
+                        // Later, the limit that held the request back; the
+                        // rate too once one request at a time is too many.
+                        Some(rate)
+                            if self.growth == Growth::Probe
+                                || self.rate_binding(now)
+                                || self.limit < 2.0 =>
+                        {
+                            // A drained bucket takes a while to show that a
+                            // new rate is below its own: one cut per settle.
+                            if self.last_cut.is_some_and(|c| now < c + RATE_SETTLE) {
+                                return Some(self.pause(now, pause));
+                            }
+                            // A probe grew as it went: what went lately.
+                            let sent = match self.growth {
+                                Growth::Probe => self.sent.recent(now, 2),
+                                _ => self.sent.rate(now),
+                            };
+                            let base = rate.min(sent.unwrap_or(rate));
+                            self.bad = Some(base);
+                            if estimate.is_some() {
+                                self.settle(now, estimate, base);
+                            } else {
+                                let factor = self.rate_cut(now, pause);
+                                self.set_rate(now, base * factor);
+                            }
+                            self.last_cut = Some(now);
+                            self.grown_at = None;
+                        }
+                        Some(_) => self.cut(now, in_flight),
                     }
                 }
                 Some(self.pause(now, pause))
@@ -346,7 +386,9 @@ impl Pacer {
                 // Never earlier than now: the schedule only moves back by
                 // the send that did not happen.
                 if let (Some(next), Some(rate)) = (self.next_send, self.rate()) {
-                    let interval = interval(rate);
+                    let interval = Duration::try_from_secs_f64(1.0 / rate)
+                        .unwrap_or(LONGEST_INTERVAL)
+                        .min(LONGEST_INTERVAL);
                     self.next_send = Some(next.checked_sub(interval).unwrap_or(next).max(now));
                 }
                 None
@@ -354,76 +396,30 @@ impl Pacer {
         }
     }
 
-    /// Cuts the rate after a push-back that paused `pause`, sent at
-    /// `pushed` requests a second: to the receiver's estimated rate if that
-    /// rests on enough evidence, and holds it there; else by
-    /// [`rate_cut`](Self::rate_cut), but no lower than a weak estimate.
-    fn cut_rate(
-        &mut self,
-        now: Instant,
-        pause: Duration,
-        pushed: f64,
-        estimate: Option<Estimate>,
-        surprised: bool,
-    ) {
-        // A drained bucket takes a while to show that a new rate is below
-        // its own: one cut per settle.
-        if self.rate_cut_at.is_some_and(|c| now < c + RATE_SETTLE) {
-            return;
-        }
-        let hold_until = (!pause.is_zero())
-            .then(|| crate::clock::deadline_after(now, pause.saturating_mul(HOLD_PAUSES)));
-        let (rate, hold_until) = match estimate {
-            Some(e) if e.trusted() => (
-                (e.rate * ESTIMATE_MARGIN).min(pushed * MOST_OF_PUSHED_BACK),
-                hold_until,
-            ),
-            // Pushed back at a rate held at an estimate: a little below,
-            // held again, so that the run at it shows the burst anew.
-            None if surprised => (pushed * MOST_OF_PUSHED_BACK, hold_until),
-            // Too little accepted between push-backs to go by: a cut, not
-            // held.
-            _ => (pushed * self.rate_cut(now, pause), None),
-        };
-        if std::env::var_os("HOOKPOOL_PACE_DEBUG").is_some() {
-            eprintln!(
-                "PACEDBG cut pushed {pushed:.0} estimate {estimate:?} -> {rate:.0} {:?}",
-                self.estimator
-            );
-        }
-        self.set_rate(now, rate, Growth::Settled { hold_until });
-        self.last_cut = Some(now);
-        self.rate_cut_at = Some(now);
-        self.grown_at = None;
-    }
-
-    /// Whether the rate is what holds sends back: sends lately went at
-    /// nearly the rate in force (rather than slower, held back by the
-    /// in-flight limit or by fewer webhooks to send). Compared with the
-    /// lowest rate over that time, so that a probing rate, which doubles
-    /// as it goes, still binds.
+    /// Whether the rate is what holds sends back: sends go at nearly that
+    /// rate since it was last set (rather than slower, held back by the
+    /// in-flight limit or by fewer webhooks to send).
     fn rate_binding(&self, now: Instant) -> bool {
         let Some(rate) = self.rate() else {
             return false;
         };
-        self.sent
-            .recent(now, self.lately(rate))
-            .is_some_and(|(sent, lowest)| sent >= BINDING * lowest.unwrap_or(rate).min(rate))
+        // A probe doubles as it goes: sends over the last slot or two, at
+        // half the rate now, went as fast as the rate allowed then.
+        let (sent, share) = match self.growth {
+            Growth::Probe => (self.sent.recent(now, 2), BINDING / 2.0),
+            _ => (self.sent.rate(now), BINDING),
+        };
+        sent.is_some_and(|sent| sent >= share * rate)
     }
 
-    /// The span over which sends are measured against `rate`: long enough
-    /// to hold a few of them.
-    fn lately(&self, rate: f64) -> Duration {
-        (interval(rate) * 4).max(Duration::from_millis(250))
-    }
-
-    /// How much to cut the rate by without an estimate, for a push-back at
-    /// `now` that pauses for `pause`. Sending at `r` for `T`, since the last
-    /// pause or rate change, drained a bucket that the pause `P` had
-    /// refilled with at most `R·P` tokens: `r·T ≤ R·(T + P)`, so `R` lies
-    /// between `r·T/(T + P)` and `r`. The cut goes to the middle of that
-    /// range in proportion (their geometric mean), never less than a
-    /// quarter, never more than [`RATE_CUT`].
+    /// How much to cut the rate by, for a push-back at `now` that pauses
+    /// for `pause`. Sending at `r` for `T`, since the last pause or rate
+    /// change, drained a bucket that the pause `P` had refilled with at most
+    /// `R·P` tokens: `r·T ≤ R·(T + P)`, so `R` lies between `r·T/(T + P)` and
+    /// `r`. The cut goes to the middle of that range in proportion (their
+    /// geometric mean), never less than a quarter, never more than
+    /// [`RATE_CUT`]: a bucket drained at once is far from its rate, one
+    /// drained slowly is close.
     fn rate_cut(&self, now: Instant, pause: Duration) -> f64 {
         let Some(resumed) = self.sent.since else {
             return RATE_CUT;
@@ -454,15 +450,29 @@ impl Pacer {
             self.bad_limit = Some(accepted + 1.0);
             self.limit.min(accepted)
         } else {
+            // Nor is the count the answers above lowered `bad_limit` to.
+            self.bad_limit = Some(*in_flight as f64);
             *cut
         };
         self.ramp = self.ramp.map(|r| r.min(self.limit));
     }
 
-    fn set_rate(&mut self, now: Instant, rate: f64, growth: Growth) {
+    /// Sets the rate a little below `estimate`, the receiver's (a lower
+    /// bound), and below `pushed`, the rate that was pushed back: an
+    /// estimate above that was wrong (the receiver was not yet taking its
+    /// full rate when its burst was measured), and the rate grows slowly
+    /// from there.
+    fn settle(&mut self, now: Instant, estimate: Option<f64>, pushed: f64) {
+        let Some(estimate) = estimate else { return };
+        let ceiling = estimate.min(pushed * MOST_OF_PUSHED_BACK);
+        self.set_rate(now, (estimate * ESTIMATE_MARGIN).min(ceiling));
+        self.growth = Growth::Settled { ceiling };
+    }
+
+    fn set_rate(&mut self, now: Instant, rate: f64) {
         let rate = rate.max(MIN_RATE);
         self.rate = Some(self.configured.map_or(rate, |c| rate.min(c)));
-        self.growth = growth;
+        self.growth = Growth::Approach;
         self.next_send = None;
         // Sends under the old rate say nothing about the new one.
         self.sent.restart(now);
@@ -487,13 +497,35 @@ impl Pacer {
         let gap = Duration::from_millis(100).max(Duration::from_secs_f64((2.0 / rate).min(60.0)));
         let dt = now.saturating_duration_since(since).min(gap).as_secs_f64();
         let grown = match self.growth {
-            // At a slow rate, a few sends per doubling: each is evidence.
-            Growth::Probing => {
-                let doubling = PROBE_DOUBLING.max(interval(rate) * PROBE_SENDS);
-                rate * (dt / doubling.as_secs_f64()).exp2()
+            // A probe doubles every `PROBE_DOUBLING`, or every few sends
+            // at a slow rate: each is evidence.
+            Growth::Probe => {
+                let doubling = PROBE_DOUBLING.max(Duration::from_secs_f64(4.0 / rate));
+                let grown = rate * (dt / doubling.as_secs_f64()).exp2();
+                // Past what the receiver took before it pushed back, and
+                // not pushed back again: the push-back left no cap.
+                if self.bad.is_some_and(|bad| grown >= bad) {
+                    self.rate = None;
+                    self.growth = Growth::Approach;
+                    self.next_send = None;
+                    return;
+                }
+                grown
             }
-            Growth::Settled { hold_until } if hold_until.is_some_and(|h| now < h) => rate,
-            Growth::Settled { .. } => rate + (RATE_GROWTH * rate).max(MIN_RATE_STEP) * dt,
+            Growth::Settled { ceiling } => {
+                let share = if rate < ceiling {
+                    SETTLED_GROWTH
+                } else {
+                    SETTLED_GROWTH / 10.0
+                };
+                rate + (share * rate).max(MIN_RATE_STEP) * dt
+            }
+            Growth::Approach => {
+                let approach = self
+                    .bad
+                    .map_or(0.0, |bad| APPROACH * (bad * RATE_CUT - rate));
+                rate + (RATE_GROWTH * rate).max(MIN_RATE_STEP).max(approach) * dt
+            }
         };
         // Never past the configured rate: it would bind, and the adaptive
         // rate would grow without end.
@@ -516,15 +548,9 @@ impl Pacer {
             self.paused_until = Some(until);
             self.paused_total += added;
             // Time paused is not time spent sending.
+            self.accepted.restart(until);
             self.sent.restart(until);
-            // The run after the pause drains a full bucket from its start
-            // if its rate does not grow meanwhile.
-            let steady = match (self.rate, self.growth) {
-                (None, _) => true,
-                (Some(_), Growth::Settled { hold_until }) => hold_until.is_some_and(|h| h > until),
-                (Some(_), Growth::Probing) => false,
-            };
-            self.estimator.pause_until(now, until, steady);
+            self.estimator.pause_until(until);
         }
         self.restart_at(now);
         self.next_send = None;
@@ -540,10 +566,4 @@ impl Pacer {
         self.ramp = Some(1.0);
         self.ramp_from = Some(now);
     }
-}
-
-/// The time between two sends at `rate`: a tiny rate waits a year, not
-/// forever, and not so long that the arithmetic on it overflows.
-fn interval(rate: f64) -> Duration {
-    Duration::try_from_secs_f64(1.0 / rate).map_or(LONGEST_INTERVAL, |i| i.min(LONGEST_INTERVAL))
 }
