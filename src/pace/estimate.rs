@@ -35,7 +35,7 @@ const MIN_SPAN_OVER_BURST: Duration = Duration::from_millis(20);
 /// The fewest accepted requests beyond the burst an estimate must rest on.
 pub(crate) const MIN_EVIDENCE: f64 = 20.0;
 /// The longest first run that counts as the burst.
-pub(crate) const BURST_RUN: Duration = Duration::from_millis(100);
+pub(crate) const BURST_RUN: Duration = Duration::from_millis(250);
 
 /// Accepted requests per slot by send time, over the last `SLOTS` slots.
 #[derive(Debug, Clone)]

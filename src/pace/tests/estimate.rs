@@ -97,7 +97,7 @@ fn a_run_that_began_slow_is_measured_from_where_it_drained() {
 #[test]
 fn a_long_first_run_is_no_burst() {
     let t0 = Instant::now();
-    let (mut est, mut bucket) = (Estimator::default(), Bucket::new(2000.0, 100.0, t0));
+    let (mut est, mut bucket) = (Estimator::default(), Bucket::new(2000.0, 200.0, t0));
     let (t1, _) = until_pushed_back(&mut est, &mut bucket, t0, |_| 2_500.0);
     assert!(t1 - t0 > BURST_RUN, "{:?}", t1 - t0);
     let resume = t1 + RTT + Duration::from_secs(1);
