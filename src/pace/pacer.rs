@@ -319,13 +319,15 @@ impl Pacer {
                         .is_some_and(|age| age < EARLY);
                     let estimate = self.estimator.pushed_back(sent_at);
                     match self.rate {
-                        // The first push-back: both limits, the rate from
-                        // what the receiver took (before any success, from
-                        // what was sent: it took less than that).
+                        // Unpaced again (a probe was dropped), and the
+                        // burst gives the receiver's rate.
                         None if estimate.is_some() => {
                             self.cut(now, in_flight);
                             self.settle(now, estimate, f64::INFINITY);
                         }
+                        // The first push-back: both limits, the rate from
+                        // what the receiver took (before any success, from
+                        // what was sent: it took less than that).
                         None => {
                             self.cut(now, in_flight);
                             let measured = self
@@ -450,7 +452,8 @@ impl Pacer {
             self.bad_limit = Some(accepted + 1.0);
             self.limit.min(accepted)
         } else {
-            // Nor is the count the answers above lowered `bad_limit` to.
+            // The answers before this one counted `bad_limit` down to 2;
+            // a round pushed back whole says nothing about concurrency.
             self.bad_limit = Some(*in_flight as f64);
             *cut
         };
