@@ -56,7 +56,6 @@ mod loopback;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -377,34 +376,6 @@ fn engine_inserts(dir: &Path, batch: usize, secs: f64) -> rusqlite::Result<Value
     }))
 }
 
-/// A 4 KiB overwrite in a 4 MiB file plus `fdatasync`, as a WAL frame
-/// write is, repeated for `secs`: p50 and p99.
-fn fsync_latency(dir: &Path, secs: f64) -> std::io::Result<Value> {
-    let path = dir.join("fsync.bin");
-    let mut f = fs::File::create(&path)?;
-    f.write_all(&vec![0u8; 4 << 20])?;
-    f.sync_all()?;
-    let page = [7u8; 4096];
-    let mut samples = Vec::new();
-    let t0 = Instant::now();
-    while t0.elapsed().as_secs_f64() < secs {
-        let offset = (samples.len() % 1024) as u64 * 4096;
-        let s0 = Instant::now();
-        f.seek(SeekFrom::Start(offset))?;
-        f.write_all(&page)?;
-        f.sync_data()?;
-        samples.push(s0.elapsed().as_secs_f64() * 1e3);
-    }
-    drop(f);
-    let _ = fs::remove_file(&path);
-    samples.sort_by(f64::total_cmp);
-    Ok(json!({
-        "p50_ms": measure::quantile(&samples, 0.50),
-        "p99_ms": measure::quantile(&samples, 0.99),
-        "per_sec": samples.len() as f64 / t0.elapsed().as_secs_f64(),
-    }))
-}
-
 // ------------------------------------------------------------ orchestrator
 
 fn remove_journal(path: &Path) {
@@ -494,14 +465,7 @@ fn orchestrate() -> Result<(), String> {
                     )
                 });
             }
-            let result = fsync_latency(&dir, 0.5).map_err(|e| e.to_string());
-            harness::record(runs, "engine ", "fdatasync", round + 1, result, |r| {
-                format!(
-                    "4 KiB, p50 {:.3} ms, p99 {:.3} ms",
-                    r["p50_ms"].as_f64().unwrap_or(f64::NAN),
-                    r["p99_ms"].as_f64().unwrap_or(f64::NAN)
-                )
-            });
+            harness::record_fsync(runs, "engine ", &dir, round + 1);
         }
         sitting.round_ends();
     }

@@ -736,3 +736,91 @@ fn listen_answers_413_to_a_body_over_4_mib() {
     let counts: Value = serde_json::from_str(stdout.last().unwrap()).unwrap();
     assert_eq!(counts["accepted"], 1, "{counts}");
 }
+
+/// Issue 14's session, as a test: `hookpool send` with its default flags
+/// (and the issue's `--max-attempts 2`) into `hookpool listen --workers 2
+/// --queue 64 --process-ms 1`, which answers 429 with `Retry-After: 1`
+/// whenever its queue is full, and takes about 2,000 a second. Every line
+/// is delivered and none dead-lettered: the sender is paced, and pacing
+/// does not count against the default `--max-elapsed-ms`. (Before pacing,
+/// 818 of these 2,000 were dead-lettered with reason `max_elapsed`.)
+#[test]
+fn send_with_its_defaults_drains_into_a_receiver_that_pushes_back() {
+    let dir = TempDir::new("send-pushback");
+    let (receiver, url) = listen(
+        dir.dir(),
+        &["--workers", "2", "--queue", "64", "--process-ms", "1"],
+    );
+    std::fs::write(dir.path("in.jsonl"), lines(0..2000)).unwrap();
+    let mut cmd = hookpool(dir.dir());
+    cmd.args([
+        "send",
+        "--url",
+        &url,
+        "--event-type",
+        "entry.created",
+        "--max-attempts",
+        "2",
+        "in.jsonl",
+    ]);
+    let out = run(cmd, b"");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        (out.n("delivered"), out.n("dead_lettered")),
+        (2000, 0),
+        "{}",
+        out.summary
+    );
+    assert!(
+        out.n("push_backs") > 0,
+        "never pushed back: {}",
+        out.summary
+    );
+    receiver.interrupt();
+    let (_, stdout, _) = receiver.finish(Duration::from_secs(10));
+    let counts: Value = serde_json::from_str(stdout.last().unwrap()).unwrap();
+    assert_eq!(counts["accepted"].as_u64(), Some(2000), "{counts}");
+}
+
+/// The requests a receiver saw in any one second, at most.
+fn busiest_second(server: &TestServer) -> usize {
+    let times: Vec<Instant> = server.requests().iter().map(|r| r.at).collect();
+    (0..times.len())
+        .map(|i| {
+            times[i..]
+                .iter()
+                .take_while(|t| **t < times[i] + Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// `--rate N` holds `send` and `replay` to N requests a second per
+/// endpoint (10% over it allows for a late wake-up and the loopback's
+/// jitter, and still fails a limiter that lets a burst by).
+#[test]
+fn send_and_replay_keep_to_rate() {
+    let dir = TempDir::new("send-rate");
+    let server = ok_server();
+    let mut cmd = hookpool(dir.dir());
+    cmd.args(["send", "--url", &server.url("/in"), "--rate", "20"]);
+    let started = Instant::now();
+    let out = run(cmd, lines(0..40).as_bytes());
+    assert_eq!((out.code, out.n("delivered")), (0, 40), "{}", out.stderr);
+    assert!(started.elapsed() >= Duration::from_millis(1900));
+    let most = busiest_second(&server);
+    assert!(most <= 22, "{most} requests within one second at --rate 20");
+
+    let server = ok_server();
+    let file = dir.path("dead.jsonl");
+    let payloads: Vec<String> = (0..40).map(|i| format!("{{\"n\":{i}}}")).collect();
+    let payloads: Vec<&str> = payloads.iter().map(String::as_str).collect();
+    letters_file(&file, &server.url("/in"), &payloads, 0o600);
+    let mut cmd = hookpool(dir.dir());
+    cmd.args(["replay", "--rate", "20"]).arg(&file);
+    let out = run(cmd, b"");
+    assert_eq!((out.code, out.n("delivered")), (0, 40), "{}", out.stderr);
+    let most = busiest_second(&server);
+    assert!(most <= 22, "{most} requests within one second at --rate 20");
+}

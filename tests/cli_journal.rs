@@ -18,6 +18,7 @@ use common::cli::{
     Mode, OTHER_SECRET, Output, RUN, Receiver, SECRET, Seen, hookpool, lines, output, run,
 };
 use common::tempdir::TempDir;
+use common::tmpfs::Tmpfs;
 use hookpool::{DeadLetterReason, Journal, JsonlDeadLetters};
 use serde_json::Value;
 
@@ -111,7 +112,10 @@ fn check_every_line_once(
 /// A send killed with SIGKILL at a random point (before its first request,
 /// among submissions, among retries, while draining) and run again: every
 /// line reaches the receiver, under one id, and the rerun's summary says
-/// what it recovered and where it resumed.
+/// what it recovered and where it resumed. Lines are committed in batches
+/// (with `--queue 16` and 4 workers, of 10 to 20 lines: a batch waits for
+/// room for half the 20 webhooks that may be outstanding), so kills land
+/// between and during batches; the cursor is a batch's last line.
 #[test]
 fn a_killed_send_run_again_delivers_every_line_once() {
     let (rounds, mut rng, seed) = common::crash_rounds("send kill rounds", 10);
@@ -175,6 +179,14 @@ fn a_killed_send_run_again_delivers_every_line_once() {
             recovered + u64::from(n - last_sent.unwrap_or(0))
         );
         assert_eq!((out.n("kept"), out.n("dead_lettered")), (0, 0));
+        // The rerun read the rest of the file in batches of at least 10.
+        let commits = out.n("journal_commits");
+        assert!(
+            commits <= out.n("lines").div_ceil(10),
+            "{context}: {commits} commits for {} lines: {}",
+            out.n("lines"),
+            out.summary
+        );
         // Finished: the default journal is gone, WAL and all.
         assert_eq!(out.summary["journal_file"], Value::Null, "{context}");
         for file in [
@@ -555,4 +567,140 @@ fn the_default_journal_is_removed_after_a_clean_run_and_a_named_one_stays() {
         (20, 0, 0)
     );
     assert_eq!(receiver.server.request_count(), 40);
+}
+
+/// Lines are committed in batches, one transaction each: a file in full
+/// ones (256 lines, since 1024 + 8 webhooks may be outstanding), and
+/// standard input that trickles line by line, each line as it comes, not
+/// waiting for a batch to fill. One commit a line fails the first check,
+/// a batch that waits for more input the second.
+#[test]
+fn a_file_is_committed_in_batches_and_a_trickle_line_by_line() {
+    let dir = TempDir::new("journal-batches");
+    std::fs::write(dir.path("in.jsonl"), lines(1..2001)).unwrap();
+    let receiver = Receiver::start(Mode::Ok);
+    let mut cmd = hookpool(dir.dir());
+    cmd.args(["send", "--url", &receiver.url(), "in.jsonl"]);
+    let out = run(cmd, b"");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        (out.n("delivered"), out.n("journal_commits")),
+        (2000, 2000_u64.div_ceil(256)),
+        "{}",
+        out.summary
+    );
+    let bodies: BTreeSet<String> = receiver.seen().into_iter().map(|s| s.body).collect();
+    assert_eq!(bodies.len(), 2000);
+
+    let receiver = Receiver::start(Mode::Ok);
+    let mut cmd = hookpool(dir.dir());
+    cmd.args(["send", "--url", &receiver.url()]);
+    let mut child = Running::spawn(cmd);
+    for i in 1..4 {
+        // Standard input stays open: the next line is not written yet.
+        child.write_stdin(lines(i..i + 1).as_bytes());
+        assert!(
+            receiver.server.wait_for_requests(i as usize, RUN),
+            "line {i} was not sent while the input stayed open"
+        );
+    }
+    let out = output(child.finish(RUN));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        (out.n("delivered"), out.n("journal_commits")),
+        (3, 3),
+        "{}",
+        out.summary
+    );
+}
+
+/// The disk under the journal fills up midway: the batch it cannot commit
+/// stops the send there (`journal_error`), none of its lines sent, and the
+/// same command run again, with room, goes on after the last batch
+/// committed. Every line is delivered once: a failed batch is neither lost
+/// nor journaled twice. (Skipped where a tmpfs cannot be mounted, unless
+/// HOOKPOOL_REQUIRE_MOUNT is set.)
+#[test]
+fn a_full_disk_stops_the_send_at_a_batch_and_a_rerun_sends_each_line_once() {
+    let dir = TempDir::new("journal-full-disk");
+    let Some(fs) = Tmpfs::mount(dir.path("mnt"), "16m") else {
+        return;
+    };
+    let n = 600;
+    let pad = "p".repeat(2000);
+    let input: String = (1..=n)
+        .map(|i| format!("{{\"n\":{i},\"pad\":\"{pad}\"}}\n"))
+        .collect();
+    std::fs::write(dir.path("in.jsonl"), input).unwrap();
+    let journal = fs.0.join("j.db");
+    let journal_arg = journal.to_str().unwrap();
+    // Room for a few batches: the WAL fills it before its first checkpoint.
+    // (16 MiB in all, for the rerun's WAL.)
+    let filler = fs.fill_leaving(512 * 1024);
+    let receiver = Receiver::start(Mode::Ok);
+    let first = Running::spawn(send(
+        &dir,
+        &receiver.url(),
+        SECRET,
+        "in.jsonl",
+        &["--journal", journal_arg],
+    ));
+    first.wait_for_stderr("; stopping", RUN);
+    // Room again, for the deliveries' deletes and the rerun.
+    std::fs::remove_file(&filler).unwrap();
+    let out = output(first.finish(RUN));
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let error = out.summary["journal_error"].as_str().unwrap_or_default();
+    assert!(error.starts_with("cannot journal them"), "{}", out.summary);
+    let committed = Journal::new(&journal)
+        .read_cursor()
+        .unwrap()
+        .map_or(0, |c| {
+            serde_json::from_str::<Value>(&c).unwrap()["line"]
+                .as_u64()
+                .unwrap()
+        });
+    assert!(committed < n, "the disk never filled: {}", out.summary);
+    // It stopped at the batch after the last one committed, and delivered
+    // what it had committed.
+    let at = committed + 1;
+    assert!(
+        out.stderr
+            .contains(&format!("hookpool: line {at}: cannot journal"))
+            || out.stderr.contains(&format!("hookpool: lines {at} to ")),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.n("delivered"), committed, "{}", out.summary);
+    println!("the disk filled after line {committed}: {error}");
+
+    let out = run(
+        send(
+            &dir,
+            &receiver.url(),
+            OTHER_SECRET,
+            "in.jsonl",
+            &["--journal", journal_arg],
+        ),
+        b"",
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        (
+            out.n("recovered"),
+            out.summary["resumed_after_line"].as_u64().unwrap_or(0),
+            out.n("delivered")
+        ),
+        (0, committed, n - committed),
+        "{}",
+        out.summary
+    );
+    let twice = check_every_line_once(
+        &receiver.seen(),
+        n as u32,
+        Some(committed as u32),
+        "full disk",
+    );
+    assert_eq!(twice, 0, "nothing was in flight at a kill");
+    drop(fs);
 }

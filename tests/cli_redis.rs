@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::child::Running;
 use common::cli::{Mode, RUN, Receiver, SECRET, hookpool, lines, output, run, signer};
 use common::redis::RedisServer;
 use common::server::{Recorded, Reply, TestServer};
@@ -452,28 +453,95 @@ fn flags_that_make_no_sense_on_a_shared_queue_are_refused() {
     says(&out, "raise --worker-ttl-ms");
 }
 
+/// Lines go into the queue in batches (one script each, all or none, in
+/// order), so a send stopped anywhere leaves a prefix of its input there.
+/// Scripts Redis has run so far (`EVAL` and `EVALSHA`).
+fn scripts_run(redis: &RedisServer) -> u64 {
+    redis
+        .cli(&["INFO", "commandstats"])
+        .lines()
+        .filter_map(|l| l.strip_prefix("cmdstat_"))
+        .filter_map(|l| l.split_once(":calls="))
+        .filter(|(command, _)| matches!(*command, "eval" | "evalsha"))
+        .map(|(_, rest)| rest.split(',').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+/// Lines go into the queue in batches, one script each: a file of 2,000
+/// lines in 8 (256 lines a batch), and lines that trickle in on standard
+/// input each as it comes. A send that went back to a script a line fails
+/// the first check, one whose batch waits to fill the second.
+#[test]
+fn send_enqueues_a_file_in_batches_and_a_trickle_line_by_line() {
+    let Some(redis) = RedisServer::start("cli-batches") else {
+        return;
+    };
+    let (url, dir) = (redis.url(), TempDir::new("cli-redis-batches"));
+    std::fs::write(dir.path("in.jsonl"), lines(0..2000)).unwrap();
+    let before = scripts_run(&redis);
+    let send = on_queue(&dir, &["send", "--url", "http://127.0.0.1:9/in"], &url, "q");
+    let out = run(with(send, &["in.jsonl"]), b"");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        ns(&out, &["lines", "enqueued"]),
+        [2000, 2000],
+        "{}",
+        out.summary
+    );
+    assert_eq!(queued_numbers(&redis, "q"), (0..2000).collect::<Vec<_>>());
+    // One script a batch, and perhaps one at start.
+    let scripts = scripts_run(&redis) - before;
+    assert!(
+        scripts <= 2000_u64.div_ceil(256) + 1,
+        "{scripts} scripts for 2000 lines"
+    );
+
+    let send = on_queue(&dir, &["send", "--url", "http://127.0.0.1:9/in"], &url, "t");
+    let mut child = Running::spawn(with(send, &["-"]));
+    for i in 0..3 {
+        // Standard input stays open: the next line is not written yet.
+        child.write_stdin(lines(i..i + 1).as_bytes());
+        let ready = || status(&dir, &url, "t")["ready"].as_u64().unwrap_or(0);
+        assert!(
+            wait_until(WAIT, || ready() > u64::from(i)),
+            "line {} was not enqueued while the input stayed open",
+            i + 1
+        );
+    }
+    let out = output(child.finish(RUN));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(ns(&out, &["lines", "enqueued"]), [3, 3], "{}", out.summary);
+}
+
 #[test]
 fn a_stopped_send_leaves_exactly_its_first_lines_in_the_queue() {
     let Some(redis) = RedisServer::start("cli-prefix") else {
         return;
     };
     let (url, dir) = (redis.url(), TempDir::new("cli-redis-prefix"));
+    // Far more than a send gets through while `sending` waits for 50 of
+    // them (tens of thousands of lines a second, in batches of 256).
+    let many = 1_000_000;
+    std::fs::write(dir.path("in.jsonl"), lines(0..many)).unwrap();
 
-    // SIGKILL: no summary, but the queue holds lines 1 to k, each once.
-    let child = sending(&dir, &url, "killed", "-", &lines(0..6000));
+    // SIGKILL: no summary, but the queue holds lines 1 to k, each once:
+    // whole batches, which a file gives full (256 lines).
+    let child = sending(&dir, &url, "killed", "in.jsonl", "");
     assert!(child.kill(), "send ended before the kill");
     let queued = queued_numbers(&redis, "killed");
     let k = queued.len() as u64;
-    assert!((50..6000).contains(&k), "{k}");
+    assert!((50..u64::from(many)).contains(&k), "{k}");
     assert_eq!(queued, (0..k).collect::<Vec<_>>());
+    assert_eq!(k % 256, 0, "{k} lines: not whole batches");
+    println!("killed with {k} lines in the queue");
 
-    // SIGTERM, reading a file: it stops at once, and `lines` says where
-    // the next send goes on.
-    std::fs::write(dir.path("in.jsonl"), lines(0..6000)).unwrap();
+    // SIGTERM, reading a file: it stops after the batch it is enqueueing,
+    // and `lines` says where the next send goes on.
     let child = sending(&dir, &url, "file", "in.jsonl", "");
     child.signal("TERM");
     let lines_sent = check_stopped(&output(child.finish(RUN)), &redis, &dir, "file");
-    assert!(lines_sent < 6000, "{lines_sent}");
+    assert!(lines_sent < u64::from(many), "{lines_sent}");
+    assert_eq!(lines_sent % 256, 0, "{lines_sent} lines: not whole batches");
 
     // SIGTERM, reading standard input: what it had read is enqueued too,
     // since it cannot be read again (here all of it: it was written at once).
@@ -483,30 +551,52 @@ fn a_stopped_send_leaves_exactly_its_first_lines_in_the_queue() {
     assert_eq!(lines_sent, 1000);
 }
 
+/// Redis goes away in the middle of a send: the batch it was enqueueing
+/// is tried again for 10 s, then the send stops there, and Redis holds
+/// the lines the summary counts, and perhaps that batch, whole.
 #[test]
 fn a_send_whose_redis_goes_away_stops_where_redis_stopped_taking_lines() {
     let Some(mut redis) = RedisServer::start("cli-outage") else {
         return;
     };
     let (url, dir) = (redis.url(), TempDir::new("cli-redis-outage"));
-    let child = sending(&dir, &url, "q", "-", &lines(0..2000));
+    let mut child = sending(&dir, &url, "q", "-", &lines(0..2000));
     redis.kill();
+    // More input once Redis is gone: the send meets the outage with it, if
+    // not before.
+    child.write_stdin(lines(2000..4000).as_bytes());
     child.wait_for_stderr("trying again for up to 10s", WAIT);
-    // Each line is tried for 10 s, then the send gives up on it.
+    // Each batch is tried for 10 s, then the send gives up on it.
     let out = output(child.finish(RUN));
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(!out.summary["redis_error"].is_null(), "{}", out.summary);
     assert_eq!(out.summary["interrupted"], false);
     let lines = out.n("lines");
     assert_eq!(out.n("enqueued"), lines, "{}", out.summary);
-    says(&out, &format!("line {}: cannot use redis", lines + 1));
+    // "line N: cannot use redis" for a batch of one, else "lines N to M: ...".
+    let failed = format!("line {}: cannot use redis", lines + 1);
+    let last = if out.stderr.contains(&failed) {
+        lines + 1
+    } else {
+        let from = format!("lines {} to ", lines + 1);
+        let at = out.stderr.find(&from).unwrap_or_else(|| {
+            panic!("{from:?} not in: {}", out.stderr);
+        });
+        let rest = &out.stderr[at + from.len()..];
+        let (last, rest) = rest.split_once(':').unwrap();
+        assert!(rest.starts_with(" cannot use redis"), "{}", out.stderr);
+        last.parse().unwrap()
+    };
     // What Redis acknowledged survived it (AOF, fsync always): the lines
-    // the summary counts, and perhaps the one it stopped at, which Redis
-    // may have written before it died without answering.
+    // the summary counts, and perhaps the whole batch it stopped at, which
+    // Redis may have written before it died without answering.
     redis.restart();
     let queued = queued_numbers(&redis, "q");
     let k = queued.len() as u64;
-    assert!(k == lines || k == lines + 1, "{k} queued, {lines} lines");
+    assert!(
+        k == lines || k == last,
+        "{k} queued, {lines} lines, batch to {last}"
+    );
     assert_eq!(queued, (0..k).collect::<Vec<_>>());
 }
 

@@ -59,9 +59,11 @@ fn alerts(rules: &str) -> Vec<Alert> {
     alerts
 }
 
-/// GitHub's anchor for each heading of a Markdown file.
+/// GitHub's anchor for each heading of a Markdown file. A heading whose
+/// anchor is taken already gets `-1`, `-2` and so on, as on GitHub.
 fn anchors(markdown: &str) -> BTreeSet<String> {
     let mut in_code = false;
+    let mut seen = BTreeSet::new();
     markdown
         .lines()
         .filter(|l| {
@@ -71,7 +73,8 @@ fn anchors(markdown: &str) -> BTreeSet<String> {
             !in_code && l.starts_with('#')
         })
         .map(|l| {
-            l.trim_start_matches('#')
+            let base: String = l
+                .trim_start_matches('#')
                 .trim()
                 .to_lowercase()
                 .chars()
@@ -80,7 +83,16 @@ fn anchors(markdown: &str) -> BTreeSet<String> {
                     c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
                     _ => None,
                 })
-                .collect()
+                .collect();
+            let anchor = (0..)
+                .map(|i| match i {
+                    0 => base.clone(),
+                    i => format!("{base}-{i}"),
+                })
+                .find(|a| !seen.contains(a))
+                .unwrap_or_default();
+            seen.insert(anchor.clone());
+            anchor
         })
         .collect()
 }

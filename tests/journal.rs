@@ -11,8 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, SystemTime};
 
+use common::frozen_disk::FrozenDisk;
 use common::server::{Recorded, Reply, TestServer};
 use common::tempdir::TempDir;
+use common::tmpfs::Tmpfs;
 use common::wait_until;
 use hookpool::{
     BuildError, DeadLetterReason, Dispatcher, DispatcherBuilder, DurableError, Journal,
@@ -455,36 +457,102 @@ fn a_full_journal_refuses_with_the_webhook_and_loses_nothing() {
     );
 }
 
-/// A tmpfs of our own, unmounted on drop; `None` where mounting is not
-/// allowed (not root, or no CAP_SYS_ADMIN), unless HOOKPOOL_REQUIRE_MOUNT is
-/// set (CI sets it).
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn mount(at: std::path::PathBuf, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(&at).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&at)
-            .output();
-        match out {
-            Ok(out) if out.status.success() => Some(Tmpfs(at)),
-            other => {
-                assert!(
-                    std::env::var_os("HOOKPOOL_REQUIRE_MOUNT").is_none(),
-                    "mounting a tmpfs is required but failed: {other:?}"
-                );
-                eprintln!("cannot mount a tmpfs here ({other:?}); skipped (CI runs it as root)");
-                None
-            }
+/// Sends webhooks numbered from `*n` on with `try_send` until the journal's
+/// writer refuses one (it holds as many uncommitted rows as it may); counts
+/// those accepted into `accepted`, and returns the refusal.
+fn fill_the_writer(
+    hooks: &Dispatcher,
+    server: &TestServer,
+    n: &mut u32,
+    accepted: &mut u64,
+) -> hookpool::SubmitError<Webhook> {
+    let limit = *n + 20_000;
+    let refused = loop {
+        assert!(*n < limit, "the writer's backlog never filled");
+        *n += 1;
+        let Err(e) = hooks.try_send(hook(server, *n)) else {
+            *accepted += 1;
+            continue;
+        };
+        // The queue was full, or the writer: once the receiver has taken
+        // everything queued, only the writer can refuse.
+        assert!(wait_until(BOUND, || hooks.stats().delivered == *accepted));
+        match hooks.try_send(e.into_inner()) {
+            Ok(()) => *accepted += 1,
+            Err(e) => break e,
         }
-    }
+    };
+    assert!(refused.is_full(), "{refused:?}");
+    let pending = hooks.stats().store.unwrap().pending;
+    assert!(pending >= 1024, "{pending} waiting for the disk");
+    refused
 }
 
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
+/// The journal's disk stalls (frozen with `fsfreeze`, so every write and
+/// fsync blocks) while webhooks keep coming. Once its writer holds as many
+/// uncommitted rows as it may (four times the queue, at least 1,024),
+/// `try_send` is refused at once, with the webhook, though the queue is
+/// empty; `send_timeout` waits for the disk for up to its timeout instead:
+/// refused after it while the disk stays stalled, accepted once the disk
+/// answers, and `Closed` as soon as a shutdown begins. Everything accepted
+/// is delivered, and the journal ends empty. (Skipped where an ext4 image
+/// cannot be loop-mounted, unless HOOKPOOL_REQUIRE_MOUNT is set.)
+#[test]
+fn send_timeout_waits_for_a_stalled_journal_and_try_send_does_not() {
+    let dir = TempDir::new("journal-stalled");
+    let Some(disk) = FrozenDisk::mount(dir.path("disk"), 64) else {
+        return;
+    };
+    let server = TestServer::start(|_: &Recorded| Reply::Status(204));
+    let hooks = builder("stalled", &disk.path("j.db"))
+        .queue_capacity(64)
+        .build()
+        .unwrap();
+    hooks.send_durable(hook(&server, 0), BOUND).unwrap();
+    let (mut n, mut accepted) = (0, 1);
+    let frozen = disk.freeze();
+    let refused = fill_the_writer(&hooks, &server, &mut n, &mut accepted);
+
+    // Still stalled: send_timeout waits its whole timeout, then refuses.
+    let wait = Duration::from_millis(300);
+    let started = std::time::Instant::now();
+    let back = hooks.send_timeout(refused.into_inner(), wait).unwrap_err();
+    assert!(back.is_full() && started.elapsed() >= wait, "{back:?}");
+
+    // Waiting when the disk answers again: accepted.
+    std::thread::scope(|s| {
+        let waiting = s.spawn(|| hooks.send_timeout(back.into_inner(), BOUND));
+        // Not refused at once: it is still waiting a while later.
+        let waited = wait_until(Duration::from_millis(300), || waiting.is_finished());
+        assert!(!waited, "send_timeout returned while the disk was stalled");
+        frozen.thaw();
+        waiting.join().unwrap().unwrap();
+    });
+    accepted += 1;
+    assert!(wait_until(BOUND, || hooks.stats().delivered == accepted));
+
+    // Stalled again, and a shutdown begins while a sender waits: the
+    // sender gets Closed at once, not Full when its timeout ends.
+    let frozen = disk.freeze();
+    let refused = fill_the_writer(&hooks, &server, &mut n, &mut accepted);
+    let handle = hooks.handle();
+    let report = std::thread::scope(|s| {
+        let waiting = s.spawn(|| handle.send_timeout(refused.into_inner(), BOUND));
+        let waited = wait_until(Duration::from_millis(300), || waiting.is_finished());
+        assert!(!waited, "send_timeout returned while the disk was stalled");
+        // The shutdown itself waits for the disk to write what it holds.
+        let stopping = s.spawn(|| hooks.shutdown());
+        assert!(
+            wait_until(Duration::from_secs(5), || waiting.is_finished()),
+            "a sender waiting for the stalled journal did not notice the shutdown"
+        );
+        let back = waiting.join().unwrap().unwrap_err();
+        assert!(back.is_closed(), "{back:?}");
+        frozen.thaw();
+        stopping.join().unwrap()
+    });
+    assert_eq!((report.stats.delivered, report.kept), (accepted, 0));
+    assert_eq!(report.stats.store.unwrap().backlog, 0);
 }
 
 /// A real full disk mid-run (another file takes the room): a typed error
@@ -492,7 +560,6 @@ impl Drop for Tmpfs {
 /// the room is back.
 #[test]
 fn a_full_filesystem_loses_nothing_acknowledged() {
-    use std::io::Write;
     let dir = TempDir::new("journal-tmpfs");
     let Some(fs) = Tmpfs::mount(dir.path("mnt"), "2m") else {
         return;
@@ -507,16 +574,7 @@ fn a_full_filesystem_loses_nothing_acknowledged() {
         .build()
         .unwrap();
     // Something else fills the disk, but for 96 KiB.
-    let filler_path = fs.0.join("filler");
-    let mut filler = std::fs::File::create(&filler_path).unwrap();
-    let chunk = vec![0u8; 16 * 1024];
-    let mut written = 0u64;
-    while filler.write_all(&chunk).is_ok() {
-        written += chunk.len() as u64;
-        assert!(written < 64 << 20, "the tmpfs never filled");
-    }
-    filler.set_len(written.saturating_sub(96 * 1024)).unwrap();
-    filler.sync_all().unwrap();
+    let filler_path = fs.fill_leaving(96 * 1024);
     let pad = "y".repeat(4000);
     let send = |n: u32| {
         let webhook = Webhook::new(
@@ -547,7 +605,6 @@ fn a_full_filesystem_loses_nothing_acknowledged() {
         "{full:?}: {full}"
     );
     // The room comes back.
-    drop(filler);
     std::fs::remove_file(&filler_path).unwrap();
     up.store(true, Ordering::SeqCst);
     assert!(wait_until(BOUND, || hooks.stats().delivered == acked.len() as u64));

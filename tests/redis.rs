@@ -413,6 +413,40 @@ fn a_claim_whose_answer_was_lost_strands_nothing() {
     let _ = hooks.shutdown();
 }
 
+/// With a local queue of one, the fetcher claims one webhook, finds the
+/// queue full, and waits for the worker to take it: every one of 300 still
+/// flows. The worker's wake moves them; were it lost, the fetcher's
+/// one-second safety net would take five minutes over them.
+#[test]
+fn a_queue_of_one_wakes_the_fetcher_for_each_webhook() {
+    let Some(redis) = RedisServer::start("wake") else {
+        return;
+    };
+    let server = TestServer::start(|_: &Recorded| Reply::Status(204));
+    let hooks = builder("wake", RedisQueue::new(&redis.url(), "wake"))
+        .workers(1)
+        .queue_capacity(1)
+        .build()
+        .unwrap();
+    let batch: Vec<Webhook> = (0..300).map(|n| hook(&server, n)).collect();
+    let sent: BTreeSet<String> = batch.iter().map(|w| w.id().to_owned()).collect();
+    hooks
+        .handle()
+        .send_durable_batch(batch, None, BOUND)
+        .unwrap();
+    assert!(
+        wait_until(BOUND, || hooks.stats().delivered == 300),
+        "delivered {} of 300; queue {:?}",
+        hooks.stats().delivered,
+        hooks.stats().store.unwrap().shared
+    );
+    let received: BTreeSet<String> = ids(&server).into_iter().collect();
+    assert_eq!(received, sent);
+    assert_eq!(server.request_count(), 300, "each once");
+    let report = hooks.shutdown();
+    assert_eq!(report.stats.delivered, 300);
+}
+
 /// A script that keeps Redis busy for a second.
 const BUSY_SECOND: &str = "local t = redis.call('TIME'); local start = t[1] * 1000000 + t[2]
 while true do

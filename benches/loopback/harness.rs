@@ -3,9 +3,10 @@
 //! rounds, tables, the load average, and the JSON it writes.
 
 use std::collections::BTreeMap;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -251,4 +252,50 @@ pub fn filesystem(dir: &Path) -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default()
+}
+
+/// Measures the disk under `dir` for half a second ([`fsync_latency`]) and
+/// records it in `runs` as the variant `fdatasync` of `round`.
+pub fn record_fsync(
+    runs: &mut BTreeMap<String, Vec<Value>>,
+    label: &str,
+    dir: &Path,
+    round: usize,
+) {
+    let result = fsync_latency(dir, 0.5).map_err(|e| e.to_string());
+    record(runs, label, "fdatasync", round, result, |r| {
+        format!(
+            "4 KiB, p50 {:.3} ms, p99 {:.3} ms",
+            r["p50_ms"].as_f64().unwrap_or(f64::NAN),
+            r["p99_ms"].as_f64().unwrap_or(f64::NAN)
+        )
+    });
+}
+
+/// A 4 KiB overwrite in a 4 MiB file plus `fdatasync`, as a WAL frame
+/// write is, repeated for `secs`: p50 and p99.
+pub fn fsync_latency(dir: &Path, secs: f64) -> std::io::Result<Value> {
+    let path = dir.join("fsync.bin");
+    let mut f = std::fs::File::create(&path)?;
+    f.write_all(&vec![0u8; 4 << 20])?;
+    f.sync_all()?;
+    let page = [7u8; 4096];
+    let mut samples = Vec::new();
+    let t0 = Instant::now();
+    while t0.elapsed().as_secs_f64() < secs {
+        let offset = (samples.len() % 1024) as u64 * 4096;
+        let s0 = Instant::now();
+        f.seek(SeekFrom::Start(offset))?;
+        f.write_all(&page)?;
+        f.sync_data()?;
+        samples.push(s0.elapsed().as_secs_f64() * 1e3);
+    }
+    drop(f);
+    let _ = std::fs::remove_file(&path);
+    samples.sort_by(f64::total_cmp);
+    Ok(json!({
+        "p50_ms": super::measure::quantile(&samples, 0.50),
+        "p99_ms": super::measure::quantile(&samples, 0.99),
+        "per_sec": samples.len() as f64 / t0.elapsed().as_secs_f64(),
+    }))
 }

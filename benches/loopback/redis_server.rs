@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -102,6 +102,22 @@ impl RedisServer {
             stats.insert(cmd.to_owned(), (field("calls"), field("usec")));
         }
         stats
+    }
+
+    /// Sends one command (`["LLEN", key]`) and returns the first line of
+    /// its answer without the line end (`:20000`, `+OK`), or `None` if
+    /// Redis could not be reached.
+    pub fn query(&self, args: &[&str]) -> Option<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+        let mut command = format!("*{}\r\n", args.len());
+        for a in args {
+            command += &format!("${}\r\n{a}\r\n", a.len());
+        }
+        s.write_all(command.as_bytes()).ok()?;
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).ok()?;
+        Some(line.trim_end().to_owned())
     }
 
     pub fn url(&self) -> String {

@@ -281,6 +281,32 @@ impl<J> Submitter<J> {
         })
     }
 
+    /// Sleeps until the queue has drained to its low-water mark, `stop()`
+    /// holds, or `deadline`; returns whether one of the first two did.
+    ///
+    /// For the shared queue's fetcher: it waits where callers of
+    /// `submit_timeout` wait for a batch of room, and the workers wake it
+    /// the same way, so the worker loop gains nothing (it already loads
+    /// the waiter count once per job). `stop` is checked under the room's
+    /// lock: set it, then call `wake_room_waiters`, and the wake is not lost.
+    pub(crate) fn wait_for_batch_room(&self, deadline: Instant, stop: impl Fn() -> bool) -> bool {
+        let shared = &self.shared;
+        shared.room.wait_until(Phase::Batch, deadline, || {
+            stop() || self.tx.len() <= shared.low_water
+        })
+    }
+
+    /// Wakes everyone waiting for room to look again.
+    pub(crate) fn wake_room_waiters(&self) {
+        self.shared.room.notify();
+    }
+
+    /// The low-water mark: `wait_for_batch_room` returns once at most this
+    /// many jobs are queued.
+    pub(crate) fn low_water(&self) -> usize {
+        self.shared.low_water
+    }
+
     /// A snapshot of the pool's counters. Same as [`Pool::stats`](crate::Pool::stats).
     ///
     /// # Examples

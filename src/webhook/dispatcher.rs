@@ -95,7 +95,8 @@ impl Dispatcher {
         self.handle.try_send(webhook)
     }
 
-    /// Queues a webhook, waiting at most `timeout` for room.
+    /// Queues a webhook, waiting at most `timeout` for room. See
+    /// [`DispatchHandle::send_timeout`].
     ///
     /// # Errors
     ///

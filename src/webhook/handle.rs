@@ -12,7 +12,7 @@ use crate::error::{BatchError, DurableError, SubmitError};
 use crate::pool::Submitter;
 use crate::stats::Histogram;
 use crate::stats::Stats;
-use crate::store::{Commit, StoreError};
+use crate::store::{Commit, Row, StoreError};
 use crate::webhook::Webhook;
 use crate::webhook::deliver::Engine;
 use crate::webhook::delivery::Delivery;
@@ -48,7 +48,12 @@ impl DispatchHandle {
     /// its endpoint already has a queue's capacity of webhooks parked
     /// behind its in-flight limit (see
     /// [`max_in_flight_per_endpoint`](crate::DispatcherBuilder::max_in_flight_per_endpoint)):
-    /// answer 429, or dead-letter it with reason `queue_full`.
+    /// answer 429, or dead-letter it with reason `queue_full`. With a
+    /// [journal](crate::DispatcherBuilder::journal) or a shared Redis
+    /// queue, also when its writer is behind, because the disk or Redis
+    /// is slower than the senders: four times the queue's capacity (at
+    /// least 1,024) webhooks wait for the journal's commit, or 65,536 for
+    /// Redis.
     /// [`SubmitError::Closed`] with the webhook once shutdown has begun.
     ///
     /// # Examples
@@ -66,7 +71,9 @@ impl DispatchHandle {
         }
         let delivery = self.engine.delivery(webhook);
         if self.engine.store.is_some() {
-            return self.journaled(delivery, |d| self.submitter.try_submit(d));
+            return self.journaled(delivery, Duration::ZERO, |d, _| {
+                self.submitter.try_submit(d)
+            });
         }
         self.counted(|| self.submitter.try_submit(delivery))
     }
@@ -74,14 +81,18 @@ impl DispatchHandle {
     /// A send with a journal: the row goes to the journal's writer first
     /// (so that its removal, after delivery, comes after it), then into the
     /// queue; a refused webhook's row is removed again. Returns before the
-    /// row is committed.
+    /// row is committed. While the writer's backlog is at its bound (the
+    /// disk or Redis is slower than the senders), waits for it for at most
+    /// `wait`; `send` gets what is left of `wait`.
     fn journaled(
         &self,
         delivery: Delivery,
-        send: impl FnOnce(Delivery) -> Result<(), SubmitError<Delivery>>,
+        wait: Duration,
+        send: impl FnOnce(Delivery, Duration) -> Result<(), SubmitError<Delivery>>,
     ) -> Result<(), SubmitError<Webhook>> {
+        let started = Instant::now();
         let Some(store) = &self.engine.store else {
-            return self.counted(|| send(delivery));
+            return self.counted(|| send(delivery, wait));
         };
         let row = delivery.row(self.engine.clock.system_now());
         if store.shared() {
@@ -89,7 +100,7 @@ impl DispatchHandle {
             if self.submitter.is_closed() {
                 return Err(SubmitError::Closed(delivery.webhook));
             }
-            return match store.accept(row, None, Commit::NoWait) {
+            return match self.accept_waiting(store.as_ref(), row, wait) {
                 Ok(()) => {
                     self.handed_over();
                     Ok(())
@@ -98,7 +109,7 @@ impl DispatchHandle {
                 Err(_) => Err(SubmitError::Full(delivery.webhook)),
             };
         }
-        if let Err(e) = store.accept(row, None, Commit::NoWait) {
+        if let Err(e) = self.accept_waiting(store.as_ref(), row, wait) {
             let refused = match e {
                 StoreError::Closed => SubmitError::Closed(delivery.webhook),
                 _ => SubmitError::Full(delivery.webhook),
@@ -106,11 +117,44 @@ impl DispatchHandle {
             return Err(refused);
         }
         let key = delivery.seq;
-        let sent = self.counted(|| send(delivery));
+        let left = wait.saturating_sub(started.elapsed());
+        let sent = self.counted(|| send(delivery, left));
         if sent.is_err() {
             store.forget(key);
         }
         sent
+    }
+
+    /// Hands `row` to the store's writer without waiting for the commit;
+    /// while the writer is [busy](StoreError::Busy) (as many rows wait for
+    /// their commit as it holds), tries again in bounded naps for at most
+    /// `wait`, and stops early if the dispatcher closes.
+    fn accept_waiting(
+        &self,
+        store: &dyn crate::store::Store,
+        row: Row,
+        wait: Duration,
+    ) -> Result<(), StoreError> {
+        if wait.is_zero() {
+            return store.accept(row, None, Commit::NoWait);
+        }
+        let started = Instant::now();
+        let mut nap = Duration::from_micros(100);
+        loop {
+            let busy = match store.accept(row.clone(), None, Commit::NoWait) {
+                Err(busy @ StoreError::Busy { .. }) => busy,
+                other => return other,
+            };
+            if self.submitter.is_closed() {
+                return Err(StoreError::Closed);
+            }
+            let waited = started.elapsed();
+            if waited >= wait {
+                return Err(busy);
+            }
+            std::thread::sleep(nap.min(wait - waited));
+            nap = (nap * 2).min(Duration::from_millis(10));
+        }
     }
 
     /// Queues a webhook once it is committed to the dispatcher's durable
@@ -369,11 +413,13 @@ impl DispatchHandle {
         SubmitError::Full(webhook)
     }
 
-    /// Queues a webhook, waiting at most `timeout` for room.
+    /// Queues a webhook, waiting at most `timeout` for room: in the queue,
+    /// at its endpoint, and, with a journal or a shared queue, in its
+    /// writer's backlog.
     ///
     /// # Errors
     ///
-    /// As [`try_send`](DispatchHandle::try_send).
+    /// As [`try_send`](DispatchHandle::try_send), once `timeout` has passed.
     ///
     /// # Examples
     ///
@@ -396,7 +442,9 @@ impl DispatchHandle {
         let left = timeout.saturating_sub(started.elapsed());
         let delivery = self.engine.delivery(webhook);
         if self.engine.store.is_some() {
-            return self.journaled(delivery, |d| self.submitter.submit_timeout(d, left));
+            return self.journaled(delivery, left, |d, left| {
+                self.submitter.submit_timeout(d, left)
+            });
         }
         self.counted(|| self.submitter.submit_timeout(delivery, left))
     }

@@ -5,6 +5,7 @@ pub mod child;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod exposition;
+pub mod frozen_disk;
 pub mod logger;
 pub mod pacing;
 pub mod redis;
@@ -12,6 +13,7 @@ pub mod server;
 #[cfg(all(feature = "cli", feature = "redis"))]
 pub mod shared_queue;
 pub mod tempdir;
+pub mod tmpfs;
 
 use std::time::{Duration, Instant};
 

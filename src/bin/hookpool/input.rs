@@ -1,11 +1,13 @@
-//! The input of `hookpool send`: lines read on a thread of their own, and,
-//! for a file, the position after each line (a [`Cursor`]) that the journal
-//! saves with the line's webhook, so that a rerun resumes after it.
+//! The input of `hookpool send`: lines read on a thread of their own and
+//! handed over in batches, and, for a file, the position after each line (a
+//! [`Cursor`]) that the journal saves with a batch's last webhook, so that
+//! a rerun resumes after it.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, IsTerminal, Read};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -74,6 +76,7 @@ impl Source {
     /// Reading from the first line, without cursors. Says on stderr how to
     /// end standard input when it is a terminal.
     pub(crate) fn into_start(self) -> Start {
+        let regular = matches!(self, Source::File { .. });
         let source: Box<dyn Read + Send> = match self {
             Source::Stdin => {
                 if io::stdin().is_terminal() {
@@ -89,6 +92,7 @@ impl Source {
             source,
             after_line: 0,
             cursors: None,
+            regular,
         }
     }
 
@@ -149,6 +153,19 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// At most this many lines are read in one batch: one journal commit, or
+/// one Redis script, for all of them.
+pub(crate) const BATCH: usize = 256;
+
+/// Lines `first` to `last`, for messages.
+pub(crate) fn line_range(first: u64, last: u64) -> String {
+    if first == last {
+        format!("line {first}")
+    } else {
+        format!("lines {first} to {last}")
+    }
+}
+
 /// What the reader starts from.
 pub(crate) struct Start {
     pub(crate) source: Box<dyn Read + Send>,
@@ -157,81 +174,227 @@ pub(crate) struct Start {
     /// For a file whose lines get cursors: its canonical path, the offset
     /// reading starts at, and the digest of the bytes before it.
     pub(crate) cursors: Option<(String, u64, Context)>,
+    /// The source is a regular file, whose reads never wait for more input
+    /// to be written.
+    pub(crate) regular: bool,
 }
 
 /// A line's number (from 1) and bytes, without the line ending.
 pub(crate) type NumberedLine = (u64, Vec<u8>);
 
-/// What the reader thread hands over.
-pub(crate) enum Input {
-    /// A line's number (from 1), its bytes without the line ending, and
-    /// the cursor after it (JSON), if the input has cursors.
-    Line(u64, Vec<u8>, Option<String>),
-    /// Reading failed at this line.
-    Failed(u64, io::Error),
+/// One line read.
+pub(crate) struct Line {
+    /// Its number, from 1.
+    pub(crate) n: u64,
+    /// Its bytes, without the line ending.
+    pub(crate) bytes: Vec<u8>,
+    /// Where the input stands after it, if the input has cursors.
+    pub(crate) mark: Option<Mark>,
 }
 
-/// Reads lines on a thread of its own, so that Ctrl-C is noticed even while
-/// a read blocks. The channel holds nothing (a rendezvous), so the reader
-/// holds at most one line that it has not handed over; when the receiver is
-/// gone it returns that line and the complete lines still in its buffer.
-pub(crate) fn spawn_reader(
-    start: Start,
-) -> Result<(Receiver<Input>, JoinHandle<Vec<NumberedLine>>), UsageError> {
-    let (tx, rx) = mpsc::sync_channel(0);
-    let reader = std::thread::Builder::new()
-        .name("send-reader".into())
-        .spawn(move || read_lines(start, &tx))
-        .map_err(|e| UsageError(format!("cannot start the reader thread: {e}")))?;
-    Ok((rx, reader))
+/// Where a file input stands after a line: what its [`Cursor`] is made of,
+/// made into one only for the lines that save it.
+pub(crate) struct Mark {
+    input: Arc<str>,
+    line: u64,
+    offset: u64,
+    /// The digest of the bytes before `offset`, not yet finished.
+    digest: Context,
 }
 
-fn read_lines(start: Start, tx: &SyncSender<Input>) -> Vec<NumberedLine> {
-    let mut reader = BufReader::with_capacity(64 * 1024, start.source);
-    let mut n = start.after_line;
-    let mut cursors = start.cursors;
-    loop {
-        let mut line = Vec::new();
-        match reader.read_until(b'\n', &mut line) {
-            Ok(0) => return Vec::new(),
-            Ok(_) => {
-                n += 1;
-                let cursor = cursors.as_mut().map(|(input, offset, digest)| {
-                    digest.update(&line);
-                    *offset += line.len() as u64;
-                    let cursor = Cursor {
-                        input: input.clone(),
-                        line: n,
-                        offset: *offset,
-                        sha256: hex(digest.clone().finish().as_ref()),
-                    };
-                    serde_json::to_string(&cursor).unwrap_or_default()
-                });
-                trim_line_end(&mut line);
-                if let Err(mpsc::SendError(Input::Line(n, line, _))) =
-                    tx.send(Input::Line(n, line, cursor))
-                {
-                    let mut left = vec![(n, line)];
-                    let mut next = n;
-                    for rest in reader.buffer().split(|b| *b == b'\n') {
-                        next += 1;
-                        let mut rest = rest.to_vec();
-                        trim_line_end(&mut rest);
-                        left.push((next, rest));
-                    }
-                    // A buffer that ends with a newline splits into a last, empty piece.
-                    if left.last().is_some_and(|(_, l)| l.is_empty()) && left.len() > 1 {
-                        left.pop();
-                    }
-                    return left;
-                }
+impl Mark {
+    /// The cursor, as JSON.
+    pub(crate) fn cursor(self) -> String {
+        let cursor = Cursor {
+            input: self.input.as_ref().to_owned(),
+            line: self.line,
+            offset: self.offset,
+            sha256: hex(self.digest.finish().as_ref()),
+        };
+        serde_json::to_string(&cursor).unwrap_or_default()
+    }
+}
+
+/// The lines the reader hands over at once.
+#[derive(Default)]
+pub(crate) struct Batch {
+    pub(crate) lines: Vec<Line>,
+    /// Reading failed at this line, after the ones in `lines`.
+    pub(crate) failed: Option<(u64, io::Error)>,
+}
+
+/// What [`Reader::next`] found.
+pub(crate) enum Next {
+    Batch(Batch),
+    /// Nothing yet: the input has not given a complete line.
+    Waiting,
+    /// The input ended.
+    End,
+}
+
+/// Lines read on a thread of their own, so that Ctrl-C is noticed even
+/// while a read blocks, and handed over in batches, on demand: the thread
+/// reads only when asked, so it holds at most a batch that it has not
+/// handed over, and its buffer. A batch is the lines already in the buffer
+/// (or, for a regular file, the next ones), up to the number asked for, or
+/// the next line if the buffer holds no complete one: an input that
+/// trickles is sent line by line, as each comes; a file in full batches.
+pub(crate) struct Reader {
+    ask: Sender<usize>,
+    got: Receiver<Batch>,
+    /// A batch was asked for and has not come yet.
+    asked: bool,
+    thread: JoinHandle<Vec<NumberedLine>>,
+}
+
+impl Reader {
+    /// Starts the thread.
+    pub(crate) fn spawn(start: Start) -> Result<Reader, UsageError> {
+        let (ask, asks) = mpsc::channel();
+        let (tx, got) = mpsc::sync_channel(0);
+        let thread = std::thread::Builder::new()
+            .name("send-reader".into())
+            .spawn(move || read_lines(start, &asks, &tx))
+            .map_err(|e| UsageError(format!("cannot start the reader thread: {e}")))?;
+        Ok(Reader {
+            ask,
+            got,
+            asked: false,
+            thread,
+        })
+    }
+
+    /// The next batch, of at most `most` lines (at least one), waiting up
+    /// to `timeout` for it. A batch asked for and not come in time is the
+    /// next call's, whatever its `most`.
+    pub(crate) fn next(&mut self, most: usize, timeout: Duration) -> Next {
+        if !self.asked {
+            if self.ask.send(most.max(1)).is_err() {
+                return Next::End;
             }
-            Err(e) => {
-                let _ = tx.send(Input::Failed(n + 1, e));
-                return Vec::new();
+            self.asked = true;
+        }
+        match self.got.recv_timeout(timeout) {
+            Ok(batch) => {
+                self.asked = false;
+                Next::Batch(batch)
             }
+            Err(RecvTimeoutError::Timeout) => Next::Waiting,
+            Err(RecvTimeoutError::Disconnected) => Next::End,
         }
     }
+
+    /// Stops the reader and takes back what it read and did not hand over:
+    /// a batch it was handing over, and the complete lines in its buffer. A
+    /// reader still blocked in a read holds nothing, and is left to end
+    /// with the process.
+    pub(crate) fn reclaim(self) -> Vec<NumberedLine> {
+        let Reader {
+            ask, got, thread, ..
+        } = self;
+        drop((ask, got));
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while !thread.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if thread.is_finished() {
+            thread.join().unwrap_or_default()
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+/// The cursors' state: the input's canonical path, the offset after the
+/// last line read, and the digest of the bytes before it.
+struct Cursors {
+    input: Arc<str>,
+    offset: u64,
+    digest: Context,
+}
+
+impl Cursors {
+    /// Takes `line` (with its ending) into the digest; where the input stands after it.
+    fn mark(&mut self, n: u64, line: &[u8]) -> Mark {
+        self.digest.update(line);
+        self.offset += line.len() as u64;
+        Mark {
+            input: Arc::clone(&self.input),
+            line: n,
+            offset: self.offset,
+            digest: self.digest.clone(),
+        }
+    }
+}
+
+fn read_lines(start: Start, asks: &Receiver<usize>, tx: &SyncSender<Batch>) -> Vec<NumberedLine> {
+    let mut reader = BufReader::with_capacity(64 * 1024, start.source);
+    let regular = start.regular;
+    let mut n = start.after_line;
+    let mut cursors = start.cursors.map(|(input, offset, digest)| Cursors {
+        input: input.into(),
+        offset,
+        digest,
+    });
+    while let Ok(most) = asks.recv() {
+        let mut batch = Batch::default();
+        let mut ended = false;
+        while batch.lines.len() < most {
+            // Past the first line, only lines that are there already: a
+            // batch never waits for input to be written.
+            if !batch.lines.is_empty() && !regular && !reader.buffer().contains(&b'\n') {
+                break;
+            }
+            let mut bytes = Vec::new();
+            match reader.read_until(b'\n', &mut bytes) {
+                Ok(0) => {
+                    ended = true;
+                    break;
+                }
+                Ok(_) => {
+                    n += 1;
+                    let mark = cursors.as_mut().map(|c| c.mark(n, &bytes));
+                    trim_line_end(&mut bytes);
+                    batch.lines.push(Line { n, bytes, mark });
+                }
+                Err(e) => {
+                    batch.failed = Some((n + 1, e));
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        if batch.lines.is_empty() && batch.failed.is_none() {
+            // The end: the sender dropped says so.
+            return Vec::new();
+        }
+        if let Err(mpsc::SendError(batch)) = tx.send(batch) {
+            let taken = batch.lines.into_iter().map(|l| (l.n, l.bytes)).collect();
+            return left_over(taken, n, reader.buffer());
+        }
+        if ended {
+            return Vec::new();
+        }
+    }
+    // Not asked any more.
+    left_over(Vec::new(), n, reader.buffer())
+}
+
+/// `taken`, then the lines in `buffer`, numbered on from `n`: complete
+/// ones, and a last one without its line ending.
+fn left_over(mut taken: Vec<NumberedLine>, mut n: u64, buffer: &[u8]) -> Vec<NumberedLine> {
+    if buffer.is_empty() {
+        return taken;
+    }
+    // A buffer that ends with a newline does not end with an empty line.
+    let buffer = buffer.strip_suffix(b"\n").unwrap_or(buffer);
+    for piece in buffer.split(|b| *b == b'\n') {
+        n += 1;
+        let mut line = piece.to_vec();
+        trim_line_end(&mut line);
+        taken.push((n, line));
+    }
+    taken
 }
 
 fn trim_line_end(line: &mut Vec<u8>) {
@@ -240,20 +403,6 @@ fn trim_line_end(line: &mut Vec<u8>) {
     }
     if line.last() == Some(&b'\r') {
         line.pop();
-    }
-}
-
-/// Takes back what the reader could not hand over. A reader still blocked
-/// in a read holds nothing, and is left to end with the process.
-pub(crate) fn reclaim(reader: JoinHandle<Vec<NumberedLine>>) -> Vec<NumberedLine> {
-    let deadline = Instant::now() + Duration::from_millis(500);
-    while !reader.is_finished() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    if reader.is_finished() {
-        reader.join().unwrap_or_default()
-    } else {
-        Vec::new()
     }
 }
 
@@ -266,31 +415,138 @@ mod tests {
             source: Box::new(input.as_bytes()),
             after_line: 0,
             cursors: cursors.then(|| ("/in.jsonl".to_owned(), 0, Context::new(&SHA256))),
+            regular: false,
         }
     }
 
-    /// What the reader hands back when nobody takes its first line.
+    /// What the reader hands back when nobody takes the first line it was
+    /// asked for.
     fn leftovers(input: &'static str) -> Vec<(u64, String)> {
+        let (ask, asks) = mpsc::channel();
         let (tx, rx) = mpsc::sync_channel(0);
+        ask.send(1).unwrap();
         drop(rx);
-        read_lines(start(input, false), &tx)
+        read_lines(start(input, false), &asks, &tx)
             .into_iter()
             .map(|(n, l)| (n, String::from_utf8(l).unwrap()))
             .collect()
     }
 
+    fn lines(v: &[(u64, &str)]) -> Vec<(u64, String)> {
+        v.iter().map(|(n, l)| (*n, (*l).to_owned())).collect()
+    }
+
     #[test]
     fn a_stopped_reader_hands_back_every_line_it_took() {
-        let lines = |v: &[(u64, &str)]| -> Vec<(u64, String)> {
-            v.iter().map(|(n, l)| (*n, (*l).to_owned())).collect()
-        };
         assert_eq!(
             leftovers("a\r\nb\n\nc"),
             lines(&[(1, "a"), (2, "b"), (3, ""), (4, "c")])
         );
         assert_eq!(leftovers("a\nb\n"), lines(&[(1, "a"), (2, "b")]));
+        assert_eq!(leftovers("a\nb\n\n"), lines(&[(1, "a"), (2, "b"), (3, "")]));
         assert_eq!(leftovers("a\n"), lines(&[(1, "a")]));
         assert!(leftovers("").is_empty());
+    }
+
+    /// A source that gives what the test writes, and waits for more like
+    /// a pipe, until the writer is dropped.
+    struct Pipe {
+        chunks: mpsc::Receiver<&'static str>,
+        rest: &'static [u8],
+    }
+
+    impl Read for Pipe {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.rest.is_empty() {
+                match self.chunks.recv() {
+                    Ok(chunk) => self.rest = chunk.as_bytes(),
+                    Err(_) => return Ok(0),
+                }
+            }
+            let n = self.rest.len().min(buf.len());
+            buf[..n].copy_from_slice(&self.rest[..n]);
+            self.rest = &self.rest[n..];
+            Ok(n)
+        }
+    }
+
+    fn texts(next: Next) -> Vec<(u64, String)> {
+        match next {
+            Next::Batch(b) => b
+                .lines
+                .into_iter()
+                .map(|l| (l.n, String::from_utf8(l.bytes).unwrap()))
+                .collect(),
+            Next::Waiting => panic!("no batch in time"),
+            Next::End => panic!("the end"),
+        }
+    }
+
+    /// A batch is what was written already, up to the number asked for: a
+    /// stream that trickles gives each line as it comes, never waiting for
+    /// a batch to fill; the rest of a buffer comes with the next batch.
+    #[test]
+    fn a_batch_never_waits_for_more_input() {
+        let (write, chunks) = mpsc::channel();
+        let mut reader = Reader::spawn(Start {
+            source: Box::new(Pipe { chunks, rest: b"" }),
+            after_line: 0,
+            cursors: None,
+            regular: false,
+        })
+        .unwrap();
+        let wait = Duration::from_secs(10);
+        write.send("a\nb\nc").unwrap();
+        assert_eq!(
+            texts(reader.next(BATCH, wait)),
+            lines(&[(1, "a"), (2, "b")])
+        );
+        write.send("d\ne\nf\n").unwrap();
+        assert_eq!(texts(reader.next(2, wait)), lines(&[(3, "cd"), (4, "e")]));
+        assert_eq!(texts(reader.next(BATCH, wait)), lines(&[(5, "f")]));
+        // Asked, and nothing written: no batch, and the question stands.
+        assert!(matches!(
+            reader.next(BATCH, Duration::from_millis(20)),
+            Next::Waiting
+        ));
+        write.send("g\n").unwrap();
+        assert_eq!(texts(reader.next(BATCH, wait)), lines(&[(6, "g")]));
+        drop(write);
+        assert!(matches!(reader.next(BATCH, wait), Next::End));
+        assert!(reader.reclaim().is_empty());
+    }
+
+    /// A regular file's batches are full ones; from a pipe, a batch ends
+    /// where the buffer's complete lines do.
+    #[test]
+    fn a_regular_file_gives_full_batches() {
+        let sizes = |regular: bool| {
+            // 201 bytes a line: 326 of them and a piece fit in 64 KiB.
+            let text: String = (1..=600).map(|i| format!("{i:0>200}\n")).collect();
+            let mut reader = Reader::spawn(Start {
+                source: Box::new(io::Cursor::new(text.into_bytes())),
+                after_line: 0,
+                cursors: None,
+                regular,
+            })
+            .unwrap();
+            let mut sizes = Vec::new();
+            while let Next::Batch(b) = reader.next(BATCH, Duration::from_secs(10)) {
+                sizes.push(b.lines.len());
+            }
+            sizes
+        };
+        assert_eq!(sizes(true), [256, 256, 88]);
+        assert_eq!(sizes(false), [256, 70, 256, 18]);
+    }
+
+    /// Stopped between batches, the reader hands back the rest of its buffer.
+    #[test]
+    fn a_reader_no_longer_asked_hands_back_its_buffer() {
+        let mut reader = Reader::spawn(start("a\nb\nc\n", false)).unwrap();
+        let wait = Duration::from_secs(10);
+        assert_eq!(texts(reader.next(1, wait)), lines(&[(1, "a")]));
+        assert_eq!(reader.reclaim(), [(2, b"b".to_vec()), (3, b"c".to_vec())]);
     }
 
     fn sha256(bytes: &[u8]) -> String {
@@ -300,16 +556,17 @@ mod tests {
     #[test]
     fn each_line_carries_the_position_after_it_and_the_digest_before_it() {
         let input = "{\"a\":1}\r\n\n{\"b\":2}";
-        let (tx, rx) = mpsc::sync_channel(0);
-        let reader = std::thread::spawn(move || read_lines(start(input, true), &tx));
-        let cursors: Vec<Cursor> = rx
-            .iter()
-            .map(|i| match i {
-                Input::Line(_, _, Some(c)) => serde_json::from_str(&c).unwrap(),
-                _ => panic!("a line with a cursor"),
-            })
-            .collect();
-        assert!(reader.join().unwrap().is_empty());
+        let mut reader = Reader::spawn(start(input, true)).unwrap();
+        let mut cursors: Vec<Cursor> = Vec::new();
+        while let Next::Batch(batch) = reader.next(BATCH, Duration::from_secs(10)) {
+            cursors.extend(
+                batch
+                    .lines
+                    .into_iter()
+                    .map(|l| serde_json::from_str(&l.mark.expect("a mark").cursor()).unwrap()),
+            );
+        }
+        assert!(reader.reclaim().is_empty());
         let ends = [9, 10, input.len() as u64];
         assert_eq!(cursors.len(), 3);
         for (i, c) in cursors.iter().enumerate() {

@@ -117,7 +117,7 @@ pub(crate) fn run(args: Args, interrupt: &Interrupt) -> Result<ExitCode, UsageEr
             Webhook::from_json(url, letter.payload.get()).and_then(|w| w.with_id(&letter.id));
         match webhook {
             Ok(webhook) => {
-                if session.send(tag, webhook, None).is_err() {
+                if session.send(tag, webhook).is_err() {
                     keep.push(letter.clone());
                     unfinished += 1;
                 }

@@ -83,6 +83,7 @@ impl Plan {
                     source: Box::new(file),
                     after_line,
                     cursors: Some((canonical, offset, digest)),
+                    regular: true,
                 }
             }
             (source, _) => source.into_start(),

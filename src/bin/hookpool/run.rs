@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use hookpool::{
     BreakerChange, BreakerConfig, DeadLetter, DeadLetterReason, DeadLetterSink, DispatchHandle,
-    DispatchStats, Dispatcher, DispatcherBuilder, DurableError, Journal, RetryPolicy, StoreError,
-    Webhook,
+    DispatchStats, Dispatcher, DispatcherBuilder, DurableError, Journal, RetryPolicy, Webhook,
 };
 use parking_lot::{Condvar, Mutex};
 
@@ -202,20 +201,13 @@ pub(crate) struct Finished {
     pub(crate) kept: u64,
 }
 
-/// Why [`Session::send`] gave a webhook back, unqueued.
+/// Why [`Session::send_batch`] gave webhooks back, unqueued: all of a
+/// batch's that it did not queue, in order.
 pub(crate) enum Refused {
     /// Ctrl-C came first.
-    Interrupted(Webhook),
-    /// The journal could not commit it.
-    Journal(Webhook, StoreError),
-}
-
-impl Refused {
-    fn webhook(&self) -> &Webhook {
-        match self {
-            Refused::Interrupted(w) | Refused::Journal(w, _) => w,
-        }
-    }
+    Interrupted(Vec<Webhook>),
+    /// The journal could not commit them, for the reason given.
+    Journal(Vec<Webhook>, UsageError),
 }
 
 /// Where a session keeps what it does not deliver now.
@@ -274,73 +266,116 @@ impl Session {
         })
     }
 
-    /// Queues a webhook, waiting as long as it takes for room (webhooks
-    /// recovered from the journal take room too). With a journal, it is
-    /// committed first, with `cursor` if given; `Ok` means committed. Gives
-    /// it back, unqueued, if Ctrl-C comes first or the journal fails; a
-    /// cursor sent with it is then undone.
-    pub(crate) fn send(
+    /// How many webhooks to read next, at most `most`: waits up to
+    /// [`TICK`] until there is room for a batch worth a commit (half the
+    /// limit, or `most`, whichever is fewer), and says 0 if it did not
+    /// come. Waiting for that much, rather than taking each place as it
+    /// frees, is what keeps batches from shrinking to a line each once the
+    /// queue is full; the queue still holds at least half the limit.
+    pub(crate) fn batch_room(&self, most: usize) -> usize {
+        let enough = most.min(self.limit.div_ceil(2)).max(1);
+        if !self.open.wait_below(self.limit - enough + 1, TICK) {
+            self.refresh();
+            return 0;
+        }
+        self.limit.saturating_sub(self.open.busy()).min(most)
+    }
+
+    /// Queues a webhook (tagged `tag`), as [`send_batch`](Self::send_batch)
+    /// does a batch of one, without a cursor.
+    pub(crate) fn send(&self, tag: u64, webhook: Webhook) -> Result<(), Refused> {
+        self.send_batch(vec![(tag, webhook)], None)
+    }
+
+    /// Queues a batch of webhooks, each with its tag, waiting as long as it
+    /// takes for room for all of them (webhooks recovered from the journal
+    /// take room too). With a journal, the batch is committed first, in one
+    /// transaction, with `cursor` if given; `Ok` means committed. Gives
+    /// back what it did not queue if Ctrl-C comes first: with a journal the
+    /// whole batch, uncommitted, its cursor not saved; without one, the
+    /// webhooks from the one it was waiting to queue on. If the journal
+    /// fails, the whole batch comes back, uncommitted.
+    pub(crate) fn send_batch(
         &self,
-        tag: u64,
-        webhook: Webhook,
+        batch: Vec<(u64, Webhook)>,
         cursor: Option<String>,
     ) -> Result<(), Refused> {
-        while !self.open.wait_below(self.limit, TICK) {
+        let room_for = self.limit.saturating_sub(batch.len()) + 1;
+        while !self.open.wait_below(room_for, TICK) {
             if self.interrupt.is_set() {
-                return Err(Refused::Interrupted(webhook));
+                return Err(Refused::Interrupted(untagged(batch)));
             }
             self.refresh();
         }
-        // Tracked before it is queued: it may be delivered before send returns.
-        self.open.insert(tag, webhook.clone());
-        if self.journal.is_some() {
-            return self.send_durable(webhook, cursor);
+        // Tracked before they are queued: they may be delivered before this returns.
+        for (tag, webhook) in &batch {
+            self.open.insert(*tag, webhook.clone());
         }
-        let mut webhook = webhook;
-        loop {
-            match self.handle.send_timeout(webhook, TICK) {
-                Ok(()) => {
-                    self.refresh();
-                    return Ok(());
-                }
-                Err(refused) => {
-                    let closed = refused.is_closed();
-                    webhook = refused.into_inner();
-                    if closed || self.interrupt.is_set() {
-                        self.open.remove(webhook.id());
-                        return Err(Refused::Interrupted(webhook));
+        let webhooks = untagged(batch);
+        let sent = if self.journal.is_some() {
+            self.send_durable(webhooks, cursor)
+        } else {
+            self.send_each(webhooks)
+        };
+        if let Err(refused) = &sent {
+            let (Refused::Interrupted(back) | Refused::Journal(back, _)) = refused;
+            for webhook in back {
+                self.open.remove(webhook.id());
+            }
+        }
+        self.refresh();
+        sent
+    }
+
+    /// [`send_batch`](Self::send_batch) without a journal.
+    fn send_each(&self, webhooks: Vec<Webhook>) -> Result<(), Refused> {
+        let mut webhooks = webhooks.into_iter();
+        while let Some(mut webhook) = webhooks.next() {
+            loop {
+                match self.handle.send_timeout(webhook, TICK) {
+                    Ok(()) => break,
+                    Err(refused) => {
+                        let closed = refused.is_closed();
+                        webhook = refused.into_inner();
+                        if closed || self.interrupt.is_set() {
+                            let back = std::iter::once(webhook).chain(webhooks).collect();
+                            return Err(Refused::Interrupted(back));
+                        }
+                        self.refresh();
                     }
-                    self.refresh();
                 }
             }
         }
+        Ok(())
     }
 
-    /// [`send`](Self::send) through the journal.
-    fn send_durable(&self, webhook: Webhook, cursor: Option<String>) -> Result<(), Refused> {
-        let mut webhook = webhook;
+    /// [`send_batch`](Self::send_batch) through the journal: one commit.
+    fn send_durable(&self, webhooks: Vec<Webhook>, cursor: Option<String>) -> Result<(), Refused> {
+        let mut webhooks = webhooks;
         loop {
-            let sent = match &cursor {
-                Some(cursor) => self
-                    .handle
-                    .send_durable_with_cursor(webhook, cursor.clone(), TICK),
-                None => self.handle.send_durable(webhook, TICK),
+            let refused = match self
+                .handle
+                .send_durable_batch(webhooks, cursor.clone(), TICK)
+            {
+                Ok(()) => return Ok(()),
+                Err(refused) => refused,
             };
-            let refused = match sent {
-                Ok(()) => {
-                    self.refresh();
-                    return Ok(());
+            let why = match refused.error() {
+                DurableError::Store { error, .. } => {
+                    Some(UsageError::with_causes("cannot journal them", error))
                 }
-                Err(DurableError::Store { webhook, error }) => Refused::Journal(webhook, error),
-                Err(DurableError::Full(w)) if !self.interrupt.is_set() => {
-                    webhook = w;
+                DurableError::Full(_) if !self.interrupt.is_set() => {
+                    webhooks = refused.into_inner();
                     self.refresh();
                     continue;
                 }
-                Err(other) => Refused::Interrupted(other.into_inner()),
+                _ => None,
             };
-            self.open.remove(refused.webhook().id());
-            return Err(refused);
+            let back = refused.into_inner();
+            return Err(match why {
+                Some(why) => Refused::Journal(back, why),
+                None => Refused::Interrupted(back),
+            });
         }
     }
 
@@ -441,6 +476,11 @@ impl Session {
     }
 }
 
+/// The webhooks of a batch, without their tags.
+fn untagged(batch: Vec<(u64, Webhook)>) -> Vec<Webhook> {
+    batch.into_iter().map(|(_, webhook)| webhook).collect()
+}
+
 /// A dead letter for a webhook that the tool itself gives up on at exit.
 pub(crate) fn shutdown_letter(webhook: &Webhook, error: &str) -> DeadLetter {
     DeadLetter::from_webhook(webhook, DeadLetterReason::Shutdown, error)
@@ -517,6 +557,11 @@ impl Outstanding {
 
     fn len(&self) -> usize {
         self.state.lock().len
+    }
+
+    /// Open now, recovered ones included.
+    fn busy(&self) -> usize {
+        self.state.lock().busy()
     }
 
     /// Waits up to `timeout` until fewer than `limit` are open, recovered

@@ -1,16 +1,18 @@
 //! `hookpool send`: each line of a JSON Lines input becomes one webhook.
 //!
 //! With the journal (the default), each line's webhook is committed to it
-//! before it is queued, together with the input's position after the line.
-//! A rerun of a send that was killed or interrupted delivers what the
-//! journal holds, then goes on after the last line journaled; an input that
-//! changed since is refused.
+//! before it is queued. Lines are committed in batches, one transaction
+//! each: the lines the input has already given, up to [`BATCH`] and the
+//! room left for outstanding webhooks (`--queue` plus `--workers`; a batch
+//! waits until half of that is free), with the input's position after the
+//! batch's last webhook. A rerun of a send that was killed or interrupted delivers
+//! what the journal holds, then goes on after the last line journaled; an
+//! input that changed since is refused.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::mpsc::RecvTimeoutError;
 use std::time::Instant;
 
 use hookpool::{
@@ -20,7 +22,7 @@ use hookpool::{
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::input::{self, Input, Source};
+use crate::input::{BATCH, Mark, Next, Reader, Source, line_range};
 use crate::resume::{Plan, remove_journal};
 use crate::run::{
     DeliveryArgs, IN_FLIGHT, Keep, NOT_QUEUED, Refused, Session, TICK, shutdown_letter,
@@ -54,9 +56,10 @@ pub(crate) struct Args {
     #[arg(long, value_name = "FILE", conflicts_with = "redis")]
     dead_letters: Option<PathBuf>,
     /// Commit each line's webhook to the journal FILE (SQLite) before queueing it, with the
-    /// input's position, so that running the same command again after a kill or Ctrl-C
-    /// delivers what was left and goes on after the last line journaled (default:
-    /// ./hookpool-journal.db, removed at the end once everything finished)
+    /// input's position (lines read together share one commit), so that running the same
+    /// command again after a kill or Ctrl-C delivers what was left and goes on after the last
+    /// line journaled (default: ./hookpool-journal.db, removed at the end once everything
+    /// finished)
     #[arg(long, value_name = "FILE", conflicts_with = "redis")]
     journal: Option<PathBuf>,
     /// No journal: webhooks live in memory only, a kill loses them, and a rerun starts
@@ -64,8 +67,8 @@ pub(crate) struct Args {
     #[arg(long, conflicts_with_all = ["journal", "journal_sync"])]
     no_journal: bool,
     /// How each journal commit reaches the disk: `full` waits for it (survives a power
-    /// cut); `normal` hands it to the operating system, many times faster, and survives
-    /// the process being killed but not the machine crashing
+    /// cut); `normal` hands it to the operating system, faster on a slow disk, and
+    /// survives the process being killed but not the machine crashing
     #[arg(long, value_name = "MODE", value_enum, default_value_t = JournalSync::Full, conflicts_with = "redis")]
     journal_sync: JournalSync,
     #[command(flatten)]
@@ -103,9 +106,12 @@ struct Summary {
     resumed_after_line: Option<u64>,
     /// Webhooks left unfinished in the journal at exit, for the next run.
     kept: u64,
+    /// Journal transactions that committed this run's lines: one for each
+    /// batch of lines read together (0 without a journal).
+    journal_commits: u64,
     interrupted: bool,
     read_error: Option<String>,
-    /// Why the journal could not commit a line, if it could not.
+    /// Why the journal could not commit a batch of lines, if it could not.
     journal_error: Option<String>,
     dead_letter_file: Option<String>,
     /// The journal, when one is left behind.
@@ -176,58 +182,84 @@ pub(crate) fn run(args: Args, interrupt: &Interrupt) -> Result<ExitCode, UsageEr
     }
 
     let after_line = start.after_line;
-    let (lines_rx, reader) = input::spawn_reader(start)?;
+    let mut reader = Reader::spawn(start)?;
     let mut last_line = after_line;
     // The last line committed to the journal with its cursor.
     let mut journaled = plan.resumed_after;
+    let mut commits = 0;
     let mut not_queued: Vec<(Webhook, &str)> = Vec::new();
     let mut read_error = None;
     let mut journal_error = None;
     let mut reached_end = false;
     let make = |bytes| webhook(&args.url, args.event_type.as_deref(), bytes);
     while !interrupt.is_set() {
-        match lines_rx.recv_timeout(TICK) {
-            Ok(Input::Line(n, bytes, cursor)) => {
-                last_line = n;
-                match make(bytes) {
-                    Ok(None) => {}
-                    Ok(Some(webhook)) => {
-                        let saves_cursor = cursor.is_some();
-                        match session.send(n, webhook, cursor) {
-                            Ok(()) if saves_cursor => journaled = Some(n),
-                            Ok(()) => {}
-                            Err(Refused::Interrupted(webhook)) => {
-                                not_queued.push((webhook, NOT_QUEUED));
-                                break;
-                            }
-                            Err(Refused::Journal(webhook, e)) => {
-                                let e = UsageError::with_causes("cannot journal it", &e);
-                                session.note(&format!("line {n}: {e}; stopping"));
-                                journal_error = Some(e.to_string());
-                                not_queued.push((webhook, NOT_JOURNALED));
-                                break;
-                            }
-                        }
-                    }
-                    Err(why) => session.invalid(n, &why),
-                }
+        let room = session.batch_room(BATCH);
+        if room == 0 {
+            continue;
+        }
+        let read = match reader.next(room, TICK) {
+            Next::Batch(read) => read,
+            Next::Waiting => {
+                session.refresh();
+                continue;
             }
-            Ok(Input::Failed(n, e)) => {
-                session.note(&format!("cannot read line {n}: {e}"));
-                read_error = Some(e.to_string());
-                break;
-            }
-            Err(RecvTimeoutError::Timeout) => session.refresh(),
-            Err(RecvTimeoutError::Disconnected) => {
+            Next::End => {
                 reached_end = true;
                 break;
             }
+        };
+        // A read error ends the input after this batch, whatever becomes
+        // of the batch: noted first, so that a refused batch cannot hide it.
+        let failed = read.failed.is_some();
+        if let Some((n, e)) = read.failed {
+            session.note(&format!("cannot read line {n}: {e}"));
+            read_error = Some(e.to_string());
+        }
+        let mut batch = Vec::with_capacity(read.lines.len());
+        // The position after the batch's last webhook, saved with it.
+        let mut mark = None;
+        for line in read.lines {
+            last_line = line.n;
+            match make(line.bytes) {
+                Ok(None) => {}
+                Ok(Some(webhook)) => {
+                    batch.push((line.n, webhook));
+                    mark = line.mark;
+                }
+                Err(why) => session.invalid(line.n, &why),
+            }
+        }
+        if let (Some(&(first, _)), Some(&(last, _))) = (batch.first(), batch.last()) {
+            let cursor = mark.map(Mark::cursor);
+            let saves_cursor = cursor.is_some();
+            match session.send_batch(batch, cursor) {
+                Ok(()) => {
+                    if journal.is_some() {
+                        commits += 1;
+                    }
+                    if saves_cursor {
+                        journaled = Some(last);
+                    }
+                }
+                Err(Refused::Interrupted(webhooks)) => {
+                    not_queued.extend(webhooks.into_iter().map(|w| (w, NOT_QUEUED)));
+                    break;
+                }
+                Err(Refused::Journal(webhooks, e)) => {
+                    session.note(&format!("{}: {e}; stopping", line_range(first, last)));
+                    journal_error = Some(e.to_string());
+                    not_queued.extend(webhooks.into_iter().map(|w| (w, NOT_JOURNALED)));
+                    break;
+                }
+            }
+        }
+        if failed {
+            break;
         }
     }
-    drop(lines_rx);
     // Lines the reader took from the input but could not hand over. A
     // journaled file's are read again by the next run.
-    for (n, bytes) in input::reclaim(reader) {
+    for (n, bytes) in reader.reclaim() {
         last_line = last_line.max(n);
         if plan.rereadable {
             continue;
@@ -306,6 +338,7 @@ pub(crate) fn run(args: Args, interrupt: &Interrupt) -> Result<ExitCode, UsageEr
         recovered,
         resumed_after_line: plan.resumed_after,
         kept: finished.kept,
+        journal_commits: commits,
         interrupted: finished.interrupted,
         read_error,
         journal_error,

@@ -2,27 +2,28 @@
 //! the shared queue, for `hookpool worker`s to deliver; this process
 //! delivers nothing.
 //!
-//! Lines are enqueued one after the other, each acknowledged by Redis
-//! before the next is read, so what is in the queue is always the input's
-//! first lines: the summary's `lines` says where to go on after a stop.
-//! (After a Redis failure, the line it stopped at may be there too: Redis
-//! may have written it before it failed to answer.)
+//! Lines are enqueued in batches, one Redis script each, all of a batch or
+//! none of it: the lines the input has already given, up to [`BATCH`]. A
+//! batch is acknowledged by Redis before the next one is read, so what is
+//! in the queue is always the input's first lines: the summary's `lines`
+//! says where to go on after a stop. (After a Redis failure, the batch it
+//! stopped at may be there too, whole: Redis may have run the script
+//! before it failed to answer.)
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
-use hookpool::{Dispatcher, DurableError, RedisQueue, Webhook};
+use hookpool::{DispatchHandle, DurableError, RedisQueue, Webhook};
 use serde::Serialize;
 
-use crate::input::{self, Input, Source};
+use crate::input::{BATCH, Next, NumberedLine, Reader, Source, line_range};
 use crate::run::{DeliveryArgs, TICK};
 use crate::send::webhook;
 use crate::shared_queue::{producer, store_error};
 use crate::{Interrupt, UsageError, exit_code, print_line};
 
-/// How long one line's enqueue is tried again while Redis fails, before
+/// How long one batch's enqueue is tried again while Redis fails, before
 /// the send stops there.
 const RETRY_FOR: Duration = Duration::from_secs(10);
 
@@ -45,7 +46,8 @@ struct Summary {
     enqueued: u64,
     interrupted: bool,
     read_error: Option<String>,
-    /// Why Redis did not take line `lines + 1`; the send stopped there.
+    /// Why Redis did not take the batch from line `lines + 1` on; the send
+    /// stopped there.
     redis_error: Option<String>,
     elapsed_ms: u64,
 }
@@ -62,9 +64,9 @@ pub(crate) fn run(
     // A file's lines can be read again: after Ctrl-C, `lines` says from where.
     let rereadable = matches!(source, Source::File { .. });
     let hooks = producer("send", delivery, queue)?;
-    let (lines_rx, reader) = input::spawn_reader(source.into_start())?;
+    let mut reader = Reader::spawn(source.into_start())?;
     let mut run = Run {
-        hooks: &hooks,
+        handle: hooks.handle(),
         interrupt,
         target,
         lines: 0,
@@ -75,31 +77,33 @@ pub(crate) fn run(
     let mut read_error = None;
     let mut reached_end = false;
     while !interrupt.is_set() {
-        match lines_rx.recv_timeout(TICK) {
-            Ok(Input::Line(n, bytes, _)) => {
-                if !run.line(n, bytes) {
-                    break;
-                }
-            }
-            Ok(Input::Failed(n, e)) => {
-                eprintln!("hookpool: cannot read line {n}: {e}");
-                read_error = Some(e.to_string());
-                break;
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
+        let read = match reader.next(BATCH, TICK) {
+            Next::Batch(read) => read,
+            Next::Waiting => continue,
+            Next::End => {
                 reached_end = true;
                 break;
             }
+        };
+        // A read error ends the input after this batch, whatever becomes
+        // of the batch: noted first, so that a refused batch cannot hide it.
+        let failed = read.failed.is_some();
+        if let Some((n, e)) = read.failed {
+            eprintln!("hookpool: cannot read line {n}: {e}");
+            read_error = Some(e.to_string());
+        }
+        let lines = read.lines.into_iter().map(|l| (l.n, l.bytes)).collect();
+        if !run.batch(lines) || failed {
+            break;
         }
     }
-    drop(lines_rx);
     // Lines read ahead (at most the reader's 64 KiB buffer): enqueued also
     // after Ctrl-C when the input cannot give them again.
-    let read_ahead = input::reclaim(reader);
+    let read_ahead = reader.reclaim();
     if !rereadable && run.redis_error.is_none() {
-        for (n, bytes) in read_ahead {
-            if !run.line(n, bytes) {
+        let mut read_ahead = read_ahead.into_iter().peekable();
+        while read_ahead.peek().is_some() {
+            if !run.batch(read_ahead.by_ref().take(BATCH).collect()) {
                 break;
             }
         }
@@ -142,7 +146,7 @@ pub(crate) fn run(
 
 /// The send so far.
 struct Run<'a> {
-    hooks: &'a Dispatcher,
+    handle: DispatchHandle,
     interrupt: &'a Interrupt,
     target: &'a Target<'a>,
     lines: u64,
@@ -152,56 +156,67 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    /// Handles line `n`; returns false if Redis did not take it (the send
-    /// stops there, and `n` is not counted).
-    fn line(&mut self, n: u64, bytes: Vec<u8>) -> bool {
-        match webhook(self.target.url, self.target.event_type, bytes) {
-            Ok(None) => {}
-            Ok(Some(webhook)) => match self.enqueue(webhook) {
-                Ok(()) => self.enqueued += 1,
-                Err(e) => {
-                    eprintln!("hookpool: line {n}: {e}; stopping");
-                    self.redis_error = Some(e.to_string());
-                    return false;
-                }
-            },
-            Err(why) => {
-                self.invalid += 1;
-                eprintln!("hookpool: line {n}: {why}");
+    /// Handles a batch of lines, in one Redis script; returns false if
+    /// Redis did not take it (the send stops there, and none of its lines
+    /// is counted).
+    fn batch(&mut self, lines: Vec<NumberedLine>) -> bool {
+        let (Some(&(first, _)), Some(&(last, _))) = (lines.first(), lines.last()) else {
+            return true;
+        };
+        let mut webhooks = Vec::with_capacity(lines.len());
+        let mut invalid = Vec::new();
+        for (n, bytes) in lines {
+            match webhook(self.target.url, self.target.event_type, bytes) {
+                Ok(None) => {}
+                Ok(Some(webhook)) => webhooks.push(webhook),
+                Err(why) => invalid.push((n, why)),
             }
         }
-        self.lines = n;
+        let count = webhooks.len() as u64;
+        if let Err(e) = self.enqueue(webhooks) {
+            eprintln!("hookpool: {}: {e}; stopping", line_range(first, last));
+            self.redis_error = Some(e.to_string());
+            return false;
+        }
+        self.enqueued += count;
+        for (n, why) in invalid {
+            self.invalid += 1;
+            eprintln!("hookpool: line {n}: {why}");
+        }
+        self.lines = last;
         true
     }
 
-    /// Enqueues `webhook` once Redis acknowledged it. While Redis fails, it
-    /// is tried again with backoff for up to [`RETRY_FOR`], or until
-    /// Ctrl-C. (A try that failed after Redis took it leaves it there: it
-    /// is then in the queue twice, with the same id.)
-    fn enqueue(&self, webhook: Webhook) -> Result<(), UsageError> {
+    /// Enqueues `webhooks`, in one script, once Redis acknowledged it.
+    /// While Redis fails, it is tried again with backoff for up to
+    /// [`RETRY_FOR`], or until Ctrl-C. (A try that failed after Redis ran
+    /// the script leaves the batch there: it is then in the queue twice,
+    /// with the same ids.)
+    fn enqueue(&self, webhooks: Vec<Webhook>) -> Result<(), UsageError> {
         let first = Instant::now();
         let mut backoff = Duration::from_millis(50);
         let mut said = false;
-        let mut webhook = webhook;
+        let mut webhooks = webhooks;
         loop {
-            let error = match self.hooks.send_durable(webhook, Duration::ZERO) {
+            let refused = match self
+                .handle
+                .send_durable_batch(webhooks, None, Duration::ZERO)
+            {
                 Ok(()) => return Ok(()),
-                Err(DurableError::Store { webhook: w, error }) => {
-                    webhook = w;
-                    error
-                }
-                // A producer's queue is never full, and closes only at the end.
-                Err(other) => return Err(UsageError(format!("cannot enqueue: {other}"))),
+                Err(refused) => refused,
             };
+            let error = match refused.error() {
+                DurableError::Store { error, .. } => store_error(error),
+                // A producer's queue is never full, and closes only at the end.
+                other => return Err(UsageError(format!("cannot enqueue: {other}"))),
+            };
+            webhooks = refused.into_inner();
             if self.interrupt.is_set() || first.elapsed() + backoff > RETRY_FOR {
-                return Err(store_error(&error));
+                return Err(error);
             }
             if !said {
                 said = true;
-                eprintln!(
-                    "hookpool: {}; trying again for up to {RETRY_FOR:?}",
-                    store_error(&error)
-                );
+                eprintln!("hookpool: {error}; trying again for up to {RETRY_FOR:?}");
             }
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(Duration::from_secs(1));

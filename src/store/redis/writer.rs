@@ -252,25 +252,31 @@ impl RedisStore {
     /// [`Commit::Wait`], once Redis has them.
     fn enqueue(&self, rows: &[Row], commit: Commit) -> Result<(), StoreError> {
         let c = &self.shared.counters;
+        let n = rows.len() as u64;
+        // Room first: a sender that waits for room asks again and again,
+        // and should not encode its webhook each time.
+        let before = c.pending_enqueues.fetch_add(n, Ordering::Relaxed);
+        if commit == Commit::NoWait && before >= self.max_pending {
+            c.pending_enqueues.fetch_sub(n, Ordering::Relaxed);
+            return Err(StoreError::Busy {
+                path: std::path::PathBuf::from(self.shared.target()),
+            });
+        }
         let jobs = rows
             .iter()
             .map(|row| serde_json::to_string(&Job::from_row(row)))
             .collect::<Result<Vec<String>, _>>()
-            .map_err(|e| StoreError::Other {
-                path: std::path::PathBuf::new(),
-                source: Box::new(e),
+            .map_err(|e| {
+                c.pending_enqueues.fetch_sub(n, Ordering::Relaxed);
+                StoreError::Other {
+                    path: std::path::PathBuf::new(),
+                    source: Box::new(e),
+                }
             })?;
-        let n = jobs.len() as u64;
         let now = Instant::now();
         let deadline = now + self.shared.queue.timeout;
         match commit {
             Commit::NoWait => {
-                if c.pending_enqueues.fetch_add(n, Ordering::Relaxed) >= self.max_pending {
-                    c.pending_enqueues.fetch_sub(n, Ordering::Relaxed);
-                    return Err(StoreError::Busy {
-                        path: std::path::PathBuf::from(self.shared.target()),
-                    });
-                }
                 let op = Op::Enqueue {
                     jobs,
                     done: None,
@@ -285,7 +291,6 @@ impl RedisStore {
                 }
             }
             Commit::Wait => {
-                c.pending_enqueues.fetch_add(n, Ordering::Relaxed);
                 let (done, committed) = crossbeam_channel::bounded(1);
                 let op = Op::Enqueue {
                     jobs,
