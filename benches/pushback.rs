@@ -46,14 +46,21 @@
 //! Knobs: `HOOKPOOL_BENCH_N` (20000), `HOOKPOOL_BENCH_ROUNDS` (3),
 //! `HOOKPOOL_BENCH_RATE` (2000), `HOOKPOOL_BENCH_BURST` (1000),
 //! `HOOKPOOL_BENCH_WRK_SECS` (2), `HOOKPOOL_BENCH_RECEIVERS` (a subset of
-//! `unlimited,limit,listen,listen-1ms`), `HOOKPOOL_BENCH_RECEIVER=fallback`.
+//! `unlimited,limit,listen,listen-1ms`), `HOOKPOOL_BENCH_RECEIVER=fallback`,
+//! `HOOKPOOL_BENCH_BASELINE` (the path of another `hookpool` binary, say
+//! one built from `main`: each receiver then also gets a send from it in
+//! every round, right before or after this build's, taking turns, reported
+//! as `<receiver> (baseline)`, so that a change is compared in one sitting),
+//! `HOOKPOOL_BENCH_SEND_ARGS` (more arguments for every `hookpool send`,
+//! say `--no-journal`: the journal commits each line to disk first, so on a
+//! disk shared with other work the sender's own speed is the disk's).
 //!
 //! Under `cargo test --benches` (no `--bench` argument) it does nothing.
 
 mod loopback;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -102,6 +109,10 @@ struct Setup {
     /// The working directory of every child: the input, wrk's script.
     scratch: PathBuf,
     input: PathBuf,
+    /// `HOOKPOOL_BENCH_BASELINE`: another sender, run beside this one.
+    baseline: Option<PathBuf>,
+    /// `HOOKPOOL_BENCH_SEND_ARGS`: more arguments for every `hookpool send`.
+    send_args: Vec<String>,
 }
 
 fn orchestrate() -> Result<(), String> {
@@ -131,6 +142,10 @@ fn orchestrate() -> Result<(), String> {
         wrk_secs: env_or("HOOKPOOL_BENCH_WRK_SECS", 2),
         scratch,
         input,
+        baseline: std::env::var_os("HOOKPOOL_BENCH_BASELINE").map(PathBuf::from),
+        send_args: std::env::var("HOOKPOOL_BENCH_SEND_ARGS")
+            .map(|a| a.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default(),
     };
 
     let plain = Receiver::start().map_err(|e| format!("cannot start a receiver: {e}"))?;
@@ -154,7 +169,7 @@ fn orchestrate() -> Result<(), String> {
         // The sender's own time first: each receiver's capacity time in this
         // round is at least that. Then the others, in a rotating order.
         let floor = if wanted.iter().any(|w| w == "unlimited") {
-            let r = send_to(&setup, &plain.url(), round)?;
+            let r = send_to(&setup, Path::new(HOOKPOOL), &plain.url(), round)?;
             eprintln!("  round {} unlimited: {}", round + 1, brief(&r));
             let floor = r["elapsed_s"].as_f64();
             runs.entry("unlimited".into()).or_default().push(r);
@@ -165,24 +180,32 @@ fn orchestrate() -> Result<(), String> {
         let mut order: Vec<&str> = RECEIVERS[1..].to_vec();
         let turn = round % order.len();
         order.rotate_left(turn);
+        // This build and the baseline take turns at going first.
+        let mut senders = vec![(String::new(), Path::new(HOOKPOOL))];
+        if let Some(baseline) = &setup.baseline {
+            senders.push((" (baseline)".to_owned(), baseline.as_path()));
+            senders.rotate_left(round % 2);
+        }
         for name in order {
             if !wanted.iter().any(|w| w == name) {
                 continue;
             }
-            let mut r = match name {
-                "limit" => {
-                    let mut r = send_to(&setup, &limited.url(), round)?;
-                    let rate = f64::from(limit.rate);
-                    r["receiver_capacity_s"] =
-                        json!((n as f64 - f64::from(limit.burst)).max(0.0) / rate);
-                    r
-                }
-                "listen" => listen_run(&setup, 0, round)?,
-                _ => listen_run(&setup, 1, round)?,
-            };
-            judge(&mut r, floor);
-            eprintln!("  round {} {name}: {}", round + 1, brief(&r));
-            runs.entry(name.into()).or_default().push(r);
+            for (label, sender) in &senders {
+                let mut r = match name {
+                    "limit" => {
+                        let mut r = send_to(&setup, sender, &limited.url(), round)?;
+                        let rate = f64::from(limit.rate);
+                        r["receiver_capacity_s"] =
+                            json!((n as f64 - f64::from(limit.burst)).max(0.0) / rate);
+                        r
+                    }
+                    "listen" => listen_run(&setup, sender, 0, round)?,
+                    _ => listen_run(&setup, sender, 1, round)?,
+                };
+                judge(&mut r, floor);
+                eprintln!("  round {} {name}{label}: {}", round + 1, brief(&r));
+                runs.entry(format!("{name}{label}")).or_default().push(r);
+            }
         }
     }
 
@@ -230,6 +253,8 @@ fn orchestrate() -> Result<(), String> {
         "wrk": setup.wrk.as_ref().map(|w| w.version.clone()),
         "n": n,
         "rounds": rounds,
+        "baseline": setup.baseline.as_ref().map(|b| b.display().to_string()),
+        "send_args": setup.send_args,
         "goal": GOAL,
         "summary": summary,
         "runs": runs,
@@ -253,15 +278,16 @@ fn load_average() -> f64 {
 
 /// `hookpool send` of the input to `url`: its summary, its push-backs and
 /// the pauses they started.
-fn send_to(setup: &Setup, url: &str, round: usize) -> Result<Value, String> {
+fn send_to(setup: &Setup, sender: &Path, url: &str, round: usize) -> Result<Value, String> {
     // A rate limiter's bucket refills, and the machine settles, between runs.
     thread::sleep(Duration::from_secs(1));
     let load = load_average();
-    let mut cmd = Command::new(HOOKPOOL);
+    let mut cmd = Command::new(sender);
     cmd.current_dir(&setup.scratch)
         .env_remove("HOOKPOOL_SECRETS")
         .env("RUST_LOG", "hookpool=debug/pushed back")
         .args(["send", "--url", url, "--event-type", "entry.created"])
+        .args(&setup.send_args)
         .arg(&setup.input);
     let run = loopback::run_traced(cmd, SEND_LIMIT)?;
     let summary: Value = run
@@ -368,7 +394,12 @@ fn listen(process_ms: u64) -> Result<(Service, String), String> {
 
 /// The listen receiver's ceiling with wrk (a fresh one), then a send to a
 /// fresh one, with what the receiver counted.
-fn listen_run(setup: &Setup, process_ms: u64, round: usize) -> Result<Value, String> {
+fn listen_run(
+    setup: &Setup,
+    sender: &Path,
+    process_ms: u64,
+    round: usize,
+) -> Result<Value, String> {
     let nominal = (process_ms > 0).then(|| 2.0 * 1000.0 / process_ms as f64);
     let ceiling = match &setup.wrk {
         Some(wrk) => {
@@ -380,7 +411,7 @@ fn listen_run(setup: &Setup, process_ms: u64, round: usize) -> Result<Value, Str
         None => None,
     };
     let (service, url) = listen(process_ms)?;
-    let mut r = send_to(setup, &url, round)?;
+    let mut r = send_to(setup, sender, &url, round)?;
     let seen = service.stop();
     let totals: Value = seen
         .last_line
@@ -467,7 +498,7 @@ fn summarize(runs: &BTreeMap<String, Vec<Value>>) -> Value {
 
 fn print_table(summary: &Value) {
     println!(
-        "\n{:<11} {:>9} {:>10} {:>10} {:>11} {:>8} {:>7} {:>9} {:>5}  per round (x capacity)",
+        "\n{:<21} {:>9} {:>10} {:>10} {:>11} {:>8} {:>7} {:>9} {:>5}  per round (x capacity)",
         "receiver",
         "elapsed s",
         "capacity s",
@@ -481,11 +512,14 @@ fn print_table(summary: &Value) {
     let Some(rows) = summary.as_object() else {
         return;
     };
-    for name in RECEIVERS {
-        let Some(r) = rows.get(name) else { continue };
+    let names = RECEIVERS
+        .iter()
+        .flat_map(|name| [name.to_string(), format!("{name} (baseline)")]);
+    for name in names {
+        let Some(r) = rows.get(&name) else { continue };
         let f = |k: &str, p: usize| r[k].as_f64().map_or("-".to_owned(), |x| format!("{x:.p$}"));
         println!(
-            "{:<11} {:>9} {:>10} {:>10} {:>11} {:>8} {:>7} {:>9} {:>5}  {}",
+            "{:<21} {:>9} {:>10} {:>10} {:>11} {:>8} {:>7} {:>9} {:>5}  {}",
             name,
             f("elapsed_s", 2),
             f("capacity_s", 2),
@@ -501,7 +535,7 @@ fn print_table(summary: &Value) {
         );
         if let Some(met) = r["goal_met"].as_bool() {
             println!(
-                "{:<11} target <= {GOAL}x the capacity time, 0 dead letters: {}",
+                "{:<21} target <= {GOAL}x the capacity time, 0 dead letters: {}",
                 "",
                 if met { "met" } else { "MISSED" }
             );

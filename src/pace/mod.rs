@@ -21,9 +21,11 @@
 //! learned more than [`pacer::FORGET_AFTER`] ago or never) are dropped once
 //! about a thousand endpoints are known, as breakers are (`crate::bounded`).
 
+mod estimate;
 pub(crate) mod pacer;
 #[cfg(test)]
 mod tests;
+mod window;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};

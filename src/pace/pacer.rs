@@ -15,8 +15,20 @@
 //! - **A pause** (`Retry-After`) holds every send until it ends, then the
 //!   in-flight limit restarts from one and doubles per round of successes
 //!   (slow start), so the backlog is not released at one instant.
+//! - **A first push-back within [`EARLY`]** of the first send (an unpaced
+//!   burst emptied a limiter's bucket, or a fast receiver's queue was full
+//!   while it started) says little about the rate: the rate it sets is a
+//!   probe that doubles every [`PROBE_DOUBLING`] while it binds, and is
+//!   dropped once past what the receiver took before that push-back. The
+//!   next push-back sets the rate from [`estimate`](super::estimate), a lower
+//!   bound on the receiver's rate from what it accepted beyond that burst,
+//!   and the rate grows by [`SETTLED_GROWTH`] up to it, a tenth of that
+//!   past it.
 
 use std::time::{Duration, Instant};
+
+use super::estimate::Estimator;
+use super::window::Window;
 
 /// Multiplicative cut of the in-flight limit on push-back or timeout.
 pub(crate) const LIMIT_CUT: f64 = 0.7;
@@ -37,6 +49,21 @@ const BINDING: f64 = 0.8;
 pub(crate) const FIRST_RATE_CUT: f64 = 0.5;
 /// In-flight limit growth per second once probing costs a pause.
 pub(crate) const SLOW_LIMIT_GROWTH: f64 = 0.1;
+/// A first push-back this soon after traffic began came from a burst or a
+/// receiver still starting up, and says little about its rate: the rate it
+/// sets is a probe, which doubles every [`PROBE_DOUBLING`] until the next
+/// push-back.
+pub(crate) const EARLY: Duration = super::estimate::BURST_RUN;
+/// See [`EARLY`].
+pub(crate) const PROBE_DOUBLING: Duration = Duration::from_millis(100);
+/// A rate set from an estimate of the receiver's rate is this share of it...
+pub(crate) const ESTIMATE_MARGIN: f64 = 0.97;
+/// ...and at most this share of the rate that was pushed back.
+pub(crate) const MOST_OF_PUSHED_BACK: f64 = 0.95;
+/// Growth of a rate set from an estimate, per second of sending at it:
+/// slower than [`RATE_GROWTH`], since the estimate is already close and
+/// each overshoot costs a whole `Retry-After`.
+pub(crate) const SETTLED_GROWTH: f64 = 0.005;
 
 /// The rate never grows by less than this per second, so that a rate cut to
 /// the floor recovers in minutes, not hours.
@@ -49,9 +76,6 @@ pub(crate) const MIN_RATE: f64 = 1.0;
 const CATCH_UP: Duration = Duration::from_millis(10);
 /// The longest wait between two paced sends, whatever the rate.
 const LONGEST_INTERVAL: Duration = Duration::from_secs(365 * 24 * 3600);
-/// The window over which accepted requests are counted for a rate cut.
-const WINDOW: Duration = Duration::from_secs(1);
-const SLOTS: usize = 10;
 /// Learned pace is forgotten after this long without traffic.
 pub(crate) const FORGET_AFTER: Duration = Duration::from_secs(600);
 
@@ -80,63 +104,18 @@ pub(crate) struct PushBackEffect {
     pub(crate) added: Duration,
 }
 
-/// Events per slot of `WINDOW / SLOTS` over the last `WINDOW`, for a rate.
-#[derive(Debug, Clone, Default)]
-struct Window {
-    /// `(slot number, events)`; slot number = time since `origin` / slot.
-    slots: [(u64, u32); SLOTS],
-    origin: Option<Instant>,
-    /// Counting began here: events before it are not counted, and the rate
-    /// is over the time since (a pause is not time spent sending).
-    since: Option<Instant>,
-}
-
-impl Window {
-    fn slot_of(origin: Instant, t: Instant) -> u64 {
-        let slot = WINDOW / SLOTS as u32;
-        (t.saturating_duration_since(origin).as_nanos() / slot.as_nanos()) as u64
-    }
-
-    fn add(&mut self, now: Instant) {
-        if self.since.is_some_and(|since| now < since) {
-            return;
-        }
-        let origin = *self.origin.get_or_insert(now);
-        self.since.get_or_insert(now);
-        let n = Self::slot_of(origin, now);
-        let cell = &mut self.slots[(n % SLOTS as u64) as usize];
-        if cell.0 != n {
-            *cell = (n, 0);
-        }
-        cell.1 += 1;
-    }
-
-    /// Forgets every event and counts again from `since`.
-    fn restart(&mut self, since: Instant) {
-        self.slots = Default::default();
-        self.since = Some(since);
-    }
-
-    /// Events per second over the last `WINDOW`, or since counting began if
-    /// that is more recent; `None` without any.
-    fn rate(&self, now: Instant) -> Option<f64> {
-        let (origin, since) = (self.origin?, self.since?);
-        let n = Self::slot_of(origin, now);
-        let recent = n.saturating_sub(SLOTS as u64 - 1);
-        let count: u32 = self
-            .slots
-            .iter()
-            .filter(|(slot, c)| *c > 0 && *slot >= recent && *slot <= n)
-            .map(|(_, c)| c)
-            .sum();
-        if count == 0 {
-            return None;
-        }
-        let span = now
-            .saturating_duration_since(since)
-            .clamp(Duration::from_millis(10), WINDOW);
-        Some(f64::from(count) / span.as_secs_f64())
-    }
+/// How the adaptive rate grows while it binds (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Growth {
+    /// Towards [`RATE_CUT`] of the rate at the last cut, quickly, and past
+    /// it by [`RATE_GROWTH`] of itself a second.
+    Approach,
+    /// Set by an early first push-back: doubles every [`PROBE_DOUBLING`].
+    Probe,
+    /// Set from an estimate of the receiver's rate (a lower bound): grows
+    /// by [`SETTLED_GROWTH`] of itself a second up to `ceiling` (the
+    /// estimate, or less if that was pushed back), a tenth of that past it.
+    Settled { ceiling: f64 },
 }
 
 /// One endpoint's pace. See the module docs.
@@ -174,6 +153,10 @@ pub(crate) struct Pacer {
     /// Requests the receiver accepted, and requests sent.
     accepted: Window,
     sent: Window,
+    /// What the receiver accepted, for a lower bound on its rate.
+    estimator: Estimator,
+    /// How the adaptive rate grows while it binds.
+    growth: Growth,
     pub(crate) push_backs: u64,
     pub(crate) paused_total: Duration,
     pub(crate) last_active: Option<Instant>,
@@ -198,6 +181,8 @@ impl Pacer {
             limit_grown_at: None,
             accepted: Window::default(),
             sent: Window::default(),
+            estimator: Estimator::default(),
+            growth: Growth::Approach,
             push_backs: 0,
             paused_total: Duration::ZERO,
             last_active: None,
@@ -270,6 +255,7 @@ impl Pacer {
     pub(crate) fn went(&mut self, at: Instant) {
         self.last_active = Some(at);
         self.sent.add(at);
+        self.estimator.sent(at);
     }
 
     /// Records how a request sent at `sent_at` ended, at `now`, with
@@ -288,6 +274,7 @@ impl Pacer {
         match outcome {
             Outcome::Success => {
                 self.accepted.add(now);
+                self.estimator.accepted(sent_at);
                 let in_ramp = self.ramp_from.is_none_or(|from| sent_at >= from);
                 if let (Some(ramp), true) = (&mut self.ramp, in_ramp) {
                     *ramp += 1.0;
@@ -326,7 +313,18 @@ impl Pacer {
                 if !fresh {
                     self.same_round_push_back();
                 } else {
+                    let early = self
+                        .estimator
+                        .run_age(sent_at)
+                        .is_some_and(|age| age < EARLY);
+                    let estimate = self.estimator.pushed_back(sent_at);
                     match self.rate {
+                        // Unpaced again (a probe was dropped), and the
+                        // burst gives the receiver's rate.
+                        None if estimate.is_some() => {
+                            self.cut(now, in_flight);
+                            self.settle(now, estimate, f64::INFINITY);
+                        }
                         // The first push-back: both limits, the rate from
                         // what the receiver took (before any success, from
                         // what was sent: it took less than that).
@@ -340,20 +338,37 @@ impl Pacer {
                             let factor = self.rate_cut(now, pause).min(FIRST_RATE_CUT);
                             self.bad = Some(measured);
                             self.set_rate(now, measured * factor);
+                            // A burst drained in a moment, or a receiver
+                            // full while it started: no cap, a probe.
+                            if early {
+                                self.growth = Growth::Probe;
+                            }
                         }
                         // Later, the limit that held the request back; the
                         // rate too once one request at a time is too many.
-                        Some(rate) if self.rate_binding(now) || self.limit < 2.0 => {
+                        Some(rate)
+                            if self.growth == Growth::Probe
+                                || self.rate_binding(now)
+                                || self.limit < 2.0 =>
+                        {
                             // A drained bucket takes a while to show that a
                             // new rate is below its own: one cut per settle.
                             if self.last_cut.is_some_and(|c| now < c + RATE_SETTLE) {
                                 return Some(self.pause(now, pause));
                             }
-                            let sent = self.sent.rate(now).unwrap_or(rate);
-                            let base = rate.min(sent);
-                            let factor = self.rate_cut(now, pause);
+                            // A probe grew as it went: what went lately.
+                            let sent = match self.growth {
+                                Growth::Probe => self.sent.recent(now, 2),
+                                _ => self.sent.rate(now),
+                            };
+                            let base = rate.min(sent.unwrap_or(rate));
                             self.bad = Some(base);
-                            self.set_rate(now, base * factor);
+                            if estimate.is_some() {
+                                self.settle(now, estimate, base);
+                            } else {
+                                let factor = self.rate_cut(now, pause);
+                                self.set_rate(now, base * factor);
+                            }
                             self.last_cut = Some(now);
                             self.grown_at = None;
                         }
@@ -390,9 +405,13 @@ impl Pacer {
         let Some(rate) = self.rate() else {
             return false;
         };
-        self.sent
-            .rate(now)
-            .is_some_and(|sent| sent >= BINDING * rate)
+        // A probe doubles as it goes: sends over the last slot or two, at
+        // half the rate now, went as fast as the rate allowed then.
+        let (sent, share) = match self.growth {
+            Growth::Probe => (self.sent.recent(now, 2), BINDING / 2.0),
+            _ => (self.sent.rate(now), BINDING),
+        };
+        sent.is_some_and(|sent| sent >= share * rate)
     }
 
     /// How much to cut the rate by, for a push-back at `now` that pauses
@@ -433,14 +452,30 @@ impl Pacer {
             self.bad_limit = Some(accepted + 1.0);
             self.limit.min(accepted)
         } else {
+            // The answers before this one counted `bad_limit` down to 2;
+            // a round pushed back whole says nothing about concurrency.
+            self.bad_limit = Some(*in_flight as f64);
             *cut
         };
         self.ramp = self.ramp.map(|r| r.min(self.limit));
     }
 
+    /// Sets the rate a little below `estimate`, the receiver's (a lower
+    /// bound), and below `pushed`, the rate that was pushed back: an
+    /// estimate above that was wrong (the receiver was not yet taking its
+    /// full rate when its burst was measured), and the rate grows slowly
+    /// from there.
+    fn settle(&mut self, now: Instant, estimate: Option<f64>, pushed: f64) {
+        let Some(estimate) = estimate else { return };
+        let ceiling = estimate.min(pushed * MOST_OF_PUSHED_BACK);
+        self.set_rate(now, (estimate * ESTIMATE_MARGIN).min(ceiling));
+        self.growth = Growth::Settled { ceiling };
+    }
+
     fn set_rate(&mut self, now: Instant, rate: f64) {
         let rate = rate.max(MIN_RATE);
         self.rate = Some(self.configured.map_or(rate, |c| rate.min(c)));
+        self.growth = Growth::Approach;
         self.next_send = None;
         // Sends under the old rate say nothing about the new one.
         self.sent.restart(now);
@@ -464,11 +499,40 @@ impl Pacer {
         // A gap longer than a few sends is not "sending at that rate".
         let gap = Duration::from_millis(100).max(Duration::from_secs_f64((2.0 / rate).min(60.0)));
         let dt = now.saturating_duration_since(since).min(gap).as_secs_f64();
-        let approach = self
-            .bad
-            .map_or(0.0, |bad| APPROACH * (bad * RATE_CUT - rate));
-        let step = (RATE_GROWTH * rate).max(MIN_RATE_STEP).max(approach) * dt;
-        self.rate = Some(rate + step);
+        let grown = match self.growth {
+            // A probe doubles every `PROBE_DOUBLING`, or every few sends
+            // at a slow rate: each is evidence.
+            Growth::Probe => {
+                let doubling = PROBE_DOUBLING.max(Duration::from_secs_f64(4.0 / rate));
+                let grown = rate * (dt / doubling.as_secs_f64()).exp2();
+                // Past what the receiver took before it pushed back, and
+                // not pushed back again: the push-back left no cap.
+                if self.bad.is_some_and(|bad| grown >= bad) {
+                    self.rate = None;
+                    self.growth = Growth::Approach;
+                    self.next_send = None;
+                    return;
+                }
+                grown
+            }
+            Growth::Settled { ceiling } => {
+                let share = if rate < ceiling {
+                    SETTLED_GROWTH
+                } else {
+                    SETTLED_GROWTH / 10.0
+                };
+                rate + (share * rate).max(MIN_RATE_STEP) * dt
+            }
+            Growth::Approach => {
+                let approach = self
+                    .bad
+                    .map_or(0.0, |bad| APPROACH * (bad * RATE_CUT - rate));
+                rate + (RATE_GROWTH * rate).max(MIN_RATE_STEP).max(approach) * dt
+            }
+        };
+        // Never past the configured rate: it would bind, and the adaptive
+        // rate would grow without end.
+        self.rate = Some(self.configured.map_or(grown, |c| grown.min(c)));
     }
 
     /// Holds every send until `now + pause` and restarts slow start.
@@ -489,6 +553,7 @@ impl Pacer {
             // Time paused is not time spent sending.
             self.accepted.restart(until);
             self.sent.restart(until);
+            self.estimator.pause_until(until);
         }
         self.restart_at(now);
         self.next_send = None;

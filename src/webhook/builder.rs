@@ -326,8 +326,8 @@ impl DispatcherBuilder {
     /// host, port), as a token bucket that holds about 10 ms of requests,
     /// so sends are evenly spaced. Webhooks over the rate wait in order,
     /// holding no worker, like those over the in-flight limit. The adaptive
-    /// pace (see [`Dispatcher`](crate::Dispatcher), "Push-back") never
-    /// exceeds it. [`endpoint_rate_limit`](Self::endpoint_rate_limit)
+    /// pace (see "How hookpool treats push-back" in `docs/DELIVERY.md`)
+    /// never exceeds it. [`endpoint_rate_limit`](Self::endpoint_rate_limit)
     /// overrides it for one endpoint. A rate that is not a positive finite
     /// number is refused by [`build`](Self::build). Defaults to none: an
     /// endpoint is paced only once it pushes back.

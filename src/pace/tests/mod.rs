@@ -1,8 +1,9 @@
-//! Lanes and pacers: unit tests, and a simulation in virtual time of a lane
-//! against receivers that push back, to show it converges on their pace.
+//! Lanes and pacers: unit tests, and (in `simulation`) a lane against
+//! receivers that push back, in virtual time.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+mod estimate;
+mod simulation;
+
 use std::time::{Duration, Instant};
 
 use super::*;
@@ -247,6 +248,118 @@ fn a_round_pushed_back_whole_is_not_a_concurrency_limit() {
     assert_eq!(p.in_flight_limit(8), 5, "only the cut by 0.7");
 }
 
+/// A round pushed back whole, with a pause: the limit grows back to just
+/// below the 8 that were in flight by round, not at the slow pace past it
+/// (answers of the round counted down to 1 on the way).
+#[test]
+fn after_a_round_pushed_back_whole_the_limit_grows_back_quickly() {
+    let mut p = Pacer::new(None);
+    let t0 = Instant::now();
+    let push_back = Outcome::PushBack {
+        pause: Duration::from_secs(1),
+    };
+    for _ in 0..8 {
+        p.record(push_back, t0, t0, 8, 8);
+    }
+    let mut now = t0 + Duration::from_secs(1);
+    for _ in 0..40 {
+        now += Duration::from_micros(250);
+        p.record(OK, now, now, 5, 8);
+    }
+    assert_eq!(p.in_flight_limit(8), 7, "within a second");
+}
+
+/// A first push-back within `EARLY` of the first send (a burst, or a
+/// receiver whose queue was full while it started) sets a rate that only
+/// probes: it doubles while it binds and, past what the receiver took
+/// before the push-back, is dropped, so a fast receiver is not held back.
+#[test]
+fn an_early_first_push_back_leaves_no_cap() {
+    let mut p = Pacer::new(None);
+    let t0 = Instant::now();
+    let step = Duration::from_micros(50);
+    let mut now = t0;
+    // 64 accepted in 3.2 ms (20,000/s), then a push-back.
+    for _ in 0..64 {
+        p.went(now);
+        p.record(OK, now, now, 1, 8);
+        now += step;
+    }
+    p.went(now);
+    p.record(
+        Outcome::PushBack {
+            pause: Duration::from_secs(1),
+        },
+        now,
+        now,
+        1,
+        8,
+    );
+    let set = p.rate().unwrap();
+    assert!(set < 20_000.0, "{set}");
+    let resume = now + Duration::from_secs(1);
+    now = resume;
+    while p.rate().is_some() && now < resume + Duration::from_secs(5) {
+        now = p.reserve(now);
+        p.record(OK, now, now, 1, 8);
+    }
+    assert_eq!(p.rate(), None, "no cap after {:?}", now - resume);
+    assert!(
+        now - resume < pacer::PROBE_DOUBLING * 8,
+        "{:?}",
+        now - resume
+    );
+}
+
+/// A rate set from an estimate grows slowly up to it, and ten times slower
+/// past it: it is a lower bound on the receiver's rate, and each overshoot
+/// costs a whole `Retry-After`.
+#[test]
+fn a_rate_set_from_an_estimate_grows_slowly() {
+    let mut p = Pacer::new(None);
+    let t0 = Instant::now();
+    let pause = Outcome::PushBack {
+        pause: Duration::from_secs(1),
+    };
+    // A burst of 1,000 in 25 ms, pushed back.
+    let mut now = t0;
+    for _ in 0..1000 {
+        p.went(now);
+        p.record(OK, now, now, 1, 8);
+        now += Duration::from_micros(25);
+    }
+    p.went(now);
+    p.record(pause, now, now, 1, 8);
+    // After the pause, 1,300 accepted in 150 ms, then pushed back: 300
+    // more than the burst in 125 ms more, 2,400 a second.
+    now += Duration::from_secs(1);
+    let step = Duration::from_millis(150) / 1300;
+    for _ in 0..1300 {
+        p.went(now);
+        p.record(OK, now, now, 1, 8);
+        now += step;
+    }
+    let pushed = p.rate().unwrap();
+    p.went(now);
+    p.record(pause, now, now, 1, 8);
+    let set = p.rate().unwrap();
+    assert!(
+        set <= pushed * pacer::MOST_OF_PUSHED_BACK,
+        "{pushed} -> {set}"
+    );
+    let estimate = 2400.0 * pacer::ESTIMATE_MARGIN;
+    assert!((set - estimate).abs() < 0.01 * estimate, "{set}");
+    // Ten seconds at it: a few percent more, not 30%.
+    now += Duration::from_secs(1);
+    let resume = now;
+    while now < resume + Duration::from_secs(10) {
+        now = p.reserve(now);
+        p.record(OK, now, now, 1, 8);
+    }
+    let grown = p.rate().unwrap() / set;
+    assert!(grown > 1.01 && grown < 1.06, "{grown}");
+}
+
 #[test]
 fn a_configured_rate_spaces_sends_evenly() {
     let mut p = Pacer::new(Some(100.0));
@@ -336,278 +449,4 @@ fn learned_pace_is_forgotten_after_quiet() {
     assert!(!p.is_forgettable(t0), "paused");
     assert!(!p.is_forgettable(t0 + Duration::from_secs(2)), "learned");
     assert!(p.is_forgettable(t0 + pacer::FORGET_AFTER));
-}
-
-// ---------------------------------------------------------------------------
-// Simulation: a lane against receivers that push back, in virtual time.
-// ---------------------------------------------------------------------------
-
-/// A receiver as the simulation sees it.
-trait Receiver {
-    /// A request arrives at `t`: when its answer is back, and whether it
-    /// was accepted (else pushed back with this pause).
-    fn request(&mut self, t: Instant) -> (Instant, Result<(), Duration>);
-}
-
-/// Allows `rate` a second with a bucket of `burst`; past that, 429 with
-/// `Retry-After: pause`. Answers take `rtt`.
-struct TokenBucket {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    last: Instant,
-    pause: Duration,
-    rtt: Duration,
-}
-
-impl Receiver for TokenBucket {
-    fn request(&mut self, t: Instant) -> (Instant, Result<(), Duration>) {
-        let dt = t.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
-        self.last = self.last.max(t);
-        let answer = if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(self.pause)
-        };
-        (t + self.rtt, answer)
-    }
-}
-
-/// Serves `cap` requests at once, each for `service`; past that, 429 at
-/// once (with `Retry-After: pause`, which may be zero).
-struct Capped {
-    cap: usize,
-    busy_until: Vec<Instant>,
-    service: Duration,
-    pause: Duration,
-}
-
-impl Receiver for Capped {
-    fn request(&mut self, t: Instant) -> (Instant, Result<(), Duration>) {
-        self.busy_until.retain(|&end| end > t);
-        if self.busy_until.len() < self.cap {
-            self.busy_until.push(t + self.service);
-            (t + self.service, Ok(()))
-        } else {
-            (t + Duration::from_micros(200), Err(self.pause))
-        }
-    }
-}
-
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Event {
-    Start {
-        item: u32,
-    },
-    Done {
-        item: u32,
-        sent_at: Instant,
-        pause: Option<Duration>,
-    },
-}
-
-struct Run {
-    elapsed: Duration,
-    requests: u64,
-    push_backs: u64,
-    peak_in_flight: usize,
-}
-
-/// Sends `n` webhooks, all accepted at once, through a lane with `workers`
-/// worker slots to `receiver`, in virtual time.
-fn simulate(n: u32, workers: usize, receiver: &mut dyn Receiver) -> Run {
-    let lanes = Lanes::new(workers, None, usize::MAX, RateLimits::default());
-    let a = ep("receiver");
-    let t0 = Instant::now();
-    let mut events: BinaryHeap<Reverse<(Instant, u64, Event)>> = BinaryHeap::new();
-    let mut tie = 0;
-    let mut push = |events: &mut BinaryHeap<_>, at: Instant, e: Event| {
-        tie += 1;
-        events.push(Reverse((at, tie, e)));
-    };
-    let schedule = |events: &mut BinaryHeap<_>,
-                    push: &mut dyn FnMut(&mut BinaryHeap<_>, Instant, Event),
-                    grants: Vec<Grant<u32>>| {
-        for g in grants {
-            push(events, g.at, Event::Start { item: g.item });
-        }
-    };
-    for i in 0..n {
-        match lanes.enter(&a, u64::from(i), i, t0) {
-            Enter::Go(item) => push(&mut events, t0, Event::Start { item }),
-            Enter::Wait(grants) => schedule(&mut events, &mut push, grants),
-            Enter::Closed(_) => unreachable!(),
-        }
-    }
-    let (mut delivered, mut requests, mut push_backs) = (0, 0, 0);
-    let mut in_flight = 0usize;
-    let mut peak_in_flight = 0;
-    let mut last = t0;
-    let mut steps = 0;
-    while let Some(Reverse((t, _, event))) = events.pop() {
-        steps += 1;
-        assert!(steps < 10_000_000, "the simulation did not end");
-        if std::env::var_os("SIM_TRACE").is_some() && (t - t0).as_secs() > (last - t0).as_secs() {
-            let snap = lanes.snapshot(t);
-            println!(
-                "  {:>8.3}s delivered {delivered}: in flight {} limit {} rate {:?} paused {:?}",
-                (t - t0).as_secs_f64(),
-                snap[0].1.in_flight,
-                snap[0].1.in_flight_limit,
-                snap[0].1.rate,
-                snap[0].1.paused_for
-            );
-        }
-        last = t;
-        match event {
-            Event::Start { item } => {
-                let grants = match lanes.start(&a, u64::from(item), item, t) {
-                    Ok((_, grants)) => grants,
-                    Err(entry) => {
-                        schedule(&mut events, &mut push, waits(entry));
-                        continue;
-                    }
-                };
-                schedule(&mut events, &mut push, grants);
-                requests += 1;
-                in_flight += 1;
-                peak_in_flight = peak_in_flight.max(in_flight);
-                let (back, answer) = receiver.request(t);
-                let pause = answer.err();
-                push(
-                    &mut events,
-                    back,
-                    Event::Done {
-                        item,
-                        sent_at: t,
-                        pause,
-                    },
-                );
-            }
-            Event::Done {
-                item,
-                sent_at,
-                pause,
-            } => {
-                in_flight -= 1;
-                let grants = match pause {
-                    None => {
-                        delivered += 1;
-                        lanes.finish(&a, sent_at, t, Outcome::Success)
-                    }
-                    Some(pause) => {
-                        push_backs += 1;
-                        if std::env::var_os("SIM_TRACE").is_some() {
-                            let snap = lanes.snapshot(t);
-                            println!(
-                                "  {:>8.3}s push-back: in flight {} limit {} rate {:?}",
-                                (t - t0).as_secs_f64(),
-                                snap[0].1.in_flight,
-                                snap[0].1.in_flight_limit,
-                                snap[0].1.rate
-                            );
-                        }
-                        lanes
-                            .push_back(&a, u64::from(item), item, sent_at, t, pause)
-                            .unwrap()
-                            .1
-                    }
-                };
-                schedule(&mut events, &mut push, grants);
-            }
-        }
-    }
-    assert_eq!(delivered, n, "every webhook delivered");
-    Run {
-        elapsed: last - t0,
-        requests,
-        push_backs,
-        peak_in_flight,
-    }
-}
-
-fn token_bucket(rate: f64, burst: f64, pause: Duration) -> TokenBucket {
-    TokenBucket {
-        rate,
-        burst,
-        tokens: burst,
-        last: Instant::now(),
-        pause,
-        rtt: Duration::from_millis(2),
-    }
-}
-
-/// The receiver: R requests a second, 429 with `Retry-After: 1`
-/// beyond that. The lane learns R and stays near it.
-#[test]
-fn converges_on_a_receiver_that_allows_r_requests_a_second() {
-    let sec = Duration::from_secs(1);
-    for (rate, burst, pause) in [
-        (2000.0, 2000.0, sec),
-        (2000.0, 200.0, sec),
-        (400.0, 40.0, sec),
-        (50.0, 5.0, sec),
-        (400.0, 40.0, Duration::ZERO),
-        (400.0, 400.0, 2 * sec),
-    ] {
-        let n = (rate * 20.0) as u32;
-        let run = simulate(n, 8, &mut token_bucket(rate, burst, pause));
-        let capacity = Duration::from_secs_f64((f64::from(n) - burst) / rate);
-        let ratio = run.elapsed.as_secs_f64() / capacity.as_secs_f64();
-        let share = run.push_backs as f64 / run.requests as f64;
-        println!(
-            "rate {rate} burst {burst} pause {pause:?}: {:?} for {capacity:?} ({ratio:.2}x), {} push-backs of {} requests",
-            run.elapsed, run.push_backs, run.requests
-        );
-        // A bucket of a second's requests refills during each pause, so
-        // pauses cost little; a small one makes each overshoot cost a
-        // second, and the first few (finding the rate) show.
-        let bound = if burst >= rate * pause.as_secs_f64() {
-            1.1
-        } else {
-            1.5
-        };
-        assert!(ratio <= bound, "rate {rate} burst {burst}: {ratio:.2}x");
-        // Push-back without a pause costs little, and the rate is found by
-        // more of it.
-        let most = if pause.is_zero() { 0.4 } else { 0.02 };
-        assert!(
-            share <= most,
-            "rate {rate} burst {burst}: {share:.3} pushed back"
-        );
-    }
-}
-
-/// A receiver that serves C at a time and answers 429 beyond: the in-flight
-/// limit settles near C.
-#[test]
-fn converges_on_a_receiver_that_allows_c_at_a_time() {
-    for (cap, pause) in [
-        (2, Duration::ZERO),
-        (4, Duration::ZERO),
-        (4, Duration::from_secs(1)),
-    ] {
-        let service = Duration::from_millis(20);
-        let n = 2000;
-        let mut receiver = Capped {
-            cap,
-            busy_until: Vec::new(),
-            service,
-            pause,
-        };
-        let run = simulate(n, 16, &mut receiver);
-        let capacity = service * n / cap as u32;
-        let ratio = run.elapsed.as_secs_f64() / capacity.as_secs_f64();
-        let share = run.push_backs as f64 / run.requests as f64;
-        println!(
-            "cap {cap} pause {pause:?}: {:?} for {capacity:?} ({ratio:.2}x), {} push-backs of {} requests, peak {}",
-            run.elapsed, run.push_backs, run.requests, run.peak_in_flight
-        );
-        assert!(ratio <= 1.5, "cap {cap}: {ratio:.2}x");
-        // Push-back without a pause costs little, and is probed for often.
-        let most = if pause.is_zero() { 0.2 } else { 0.02 };
-        assert!(share <= most, "cap {cap}: {share:.3} pushed back");
-    }
 }
