@@ -404,29 +404,6 @@ fn benchmark_receivers(t0: Instant) -> Vec<(&'static str, Box<dyn Receiver>, f64
     ]
 }
 
-/// The benchmark in virtual time, fed at once and as the journaled CLI
-/// feeds it: `cargo test --lib pace::tests::simulation::benchmark -- --ignored --nocapture`.
-#[test]
-#[ignore = "prints a table, asserts nothing"]
-fn benchmark() {
-    for (feed_name, feed) in [("at once", AT_ONCE), ("journaled", JOURNALED)] {
-        for i in 0..3 {
-            let t0 = Instant::now();
-            let (name, mut receiver, capacity) = benchmark_receivers(t0).swap_remove(i);
-            let run = simulate_fed(20_000, 8, feed, receiver.as_mut(), t0);
-            let floor = feed.reads.map_or(0.0, |r| 20_000.0 / r);
-            let capacity = f64::max(capacity, floor);
-            println!(
-                "{feed_name:<9} {name:<10} {:>6.2} s, capacity {capacity:>5.2} s: {:.2}x, {} pauses, {} push-backs",
-                run.elapsed.as_secs_f64(),
-                run.elapsed.as_secs_f64() / capacity,
-                run.pauses,
-                run.push_backs
-            );
-        }
-    }
-}
-
 /// Runs the benchmark's receiver `name` for 20,000 webhooks fed as `feed`:
 /// the run, and its elapsed time over the capacity time.
 fn benchmark_run(name: &str, feed: Feed) -> (Run, f64) {
