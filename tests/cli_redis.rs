@@ -9,6 +9,9 @@
 #![cfg(all(feature = "cli", feature = "redis"))]
 
 mod common;
+#[path = "tls/pki.rs"]
+#[allow(dead_code)]
+mod pki;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -632,4 +635,43 @@ fn signatures_from_the_worker_verify() {
         (body["type"].as_str(), &body["data"]),
         (Some("t.x"), &serde_json::json!({"n": 1}))
     );
+}
+
+/// A `rediss://` Redis whose certificate comes from a private CA: refused
+/// with the bundled roots (exit 2, the cause named), reached by `status`
+/// and `send --redis` with `--redis-cacert` naming the CA's PEM; a file
+/// that cannot be read is a usage error that names it.
+#[test]
+fn redis_cacert_trusts_a_private_ca() {
+    let ca = pki::Ca::new("hookpool cli redis test CA");
+    let leaf = ca.issue(&["127.0.0.1"]);
+    let Some(redis) = RedisServer::start_tls("cli-tls", &leaf.cert_pem, &leaf.key_pem, &ca.pem)
+    else {
+        return;
+    };
+    let (url, dir) = (redis.url(), TempDir::new("cli-redis-tls"));
+    assert!(url.starts_with("rediss://"), "{url}");
+    std::fs::write(dir.path("ca.pem"), &ca.pem).unwrap();
+    let ca_file = dir.path("ca.pem").to_str().unwrap().to_owned();
+
+    let out = run(on_queue(&dir, &["status"], &url, "q"), b"");
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    says(&out, "UnknownIssuer");
+
+    let trusting = ["--redis-cacert", ca_file.as_str()];
+    let out = run(with(on_queue(&dir, &["status"], &url, "q"), &trusting), b"");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+
+    std::fs::write(dir.path("in.jsonl"), lines(0..3)).unwrap();
+    let send = on_queue(&dir, &["send", "--url", "http://127.0.0.1:9/in"], &url, "q");
+    let out = run(with(send, &[&trusting[..], &["in.jsonl"]].concat()), b"");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(ns(&out, &["enqueued"]), [3], "{}", out.summary);
+    let out = run(with(on_queue(&dir, &["status"], &url, "q"), &trusting), b"");
+    assert_eq!(out.summary["ready"], 3, "{}", out.summary);
+
+    let missing = ["--redis-cacert", "no-such-ca.pem"];
+    let out = run(with(on_queue(&dir, &["status"], &url, "q"), &missing), b"");
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    says(&out, "--redis-cacert no-such-ca.pem: cannot read it");
 }

@@ -2,6 +2,7 @@
 //! `--redis URL --queue NAME` pair, the worker ttl, a dispatcher on the
 //! queue, and error messages that say which Redis without its password.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hookpool::{BuildError, Dispatcher, RedisQueue, StoreError};
@@ -30,12 +31,17 @@ pub(crate) struct QueueArgs {
     /// queue the same value
     #[arg(long, value_name = "N", default_value_t = DEFAULT_TTL_MS, value_parser = clap::value_parser!(u64).range(30..))]
     worker_ttl_ms: u64,
+    /// For a rediss:// URL: trust the CA certificates in FILE (PEM) instead of Mozilla's
+    /// roots, for a Redis whose certificate comes from a private CA
+    #[arg(long, value_name = "FILE")]
+    redis_cacert: Option<PathBuf>,
 }
 
 impl QueueArgs {
-    /// The queue, with the ttl.
+    /// The queue, with the ttl and the CA.
     pub(crate) fn queue(&self) -> Result<RedisQueue, UsageError> {
-        Ok(queue(&self.redis, &self.queue)?.worker_ttl(self.ttl()))
+        let queue = queue(&self.redis, &self.queue)?.worker_ttl(self.ttl());
+        trusting(queue, self.redis_cacert.as_deref())
     }
 
     pub(crate) fn ttl(&self) -> Duration {
@@ -66,6 +72,10 @@ pub(crate) struct MaybeShared {
     /// (default 30000)
     #[arg(long, value_name = "N", requires = "redis", value_parser = clap::value_parser!(u64).range(30..))]
     worker_ttl_ms: Option<u64>,
+    /// With a rediss:// --redis: trust the CA certificates in FILE (PEM) instead of
+    /// Mozilla's roots, for a Redis whose certificate comes from a private CA
+    #[arg(long, value_name = "FILE", requires = "redis")]
+    redis_cacert: Option<PathBuf>,
 }
 
 impl MaybeShared {
@@ -76,9 +86,8 @@ impl MaybeShared {
         };
         let name = self.queue.as_deref().unwrap_or_default();
         let ttl = self.worker_ttl_ms.unwrap_or(DEFAULT_TTL_MS);
-        Ok(Some(
-            queue(url, name)?.worker_ttl(Duration::from_millis(ttl)),
-        ))
+        let queue = queue(url, name)?.worker_ttl(Duration::from_millis(ttl));
+        trusting(queue, self.redis_cacert.as_deref()).map(Some)
     }
 
     /// Without `--redis`: how many webhooks may wait at once (1024 if
@@ -105,6 +114,22 @@ pub(crate) fn queue(url: &str, name: &str) -> Result<RedisQueue, UsageError> {
         ));
     }
     Ok(RedisQueue::new(url, name))
+}
+
+/// `queue`, trusting the CA certificates in `cacert` (`--redis-cacert`) if
+/// given. A file that cannot be read is a usage error that names it; one
+/// that holds no certificate fails when the queue connects.
+fn trusting(queue: RedisQueue, cacert: Option<&Path>) -> Result<RedisQueue, UsageError> {
+    let Some(path) = cacert else {
+        return Ok(queue);
+    };
+    let pem = std::fs::read(path).map_err(|e| {
+        UsageError(format!(
+            "--redis-cacert {}: cannot read it: {e}",
+            path.display()
+        ))
+    })?;
+    Ok(queue.tls_root_certificates_pem(pem))
 }
 
 /// A producer-only dispatcher on `queue` for `command` (`send` or
