@@ -10,7 +10,6 @@
 
 mod common;
 #[path = "tls/pki.rs"]
-#[allow(dead_code)]
 mod pki;
 
 use std::collections::{BTreeMap, BTreeSet};
