@@ -569,6 +569,49 @@ fn the_default_journal_is_removed_after_a_clean_run_and_a_named_one_stays() {
     assert_eq!(receiver.server.request_count(), 40);
 }
 
+/// The cursor saved with a batch is where the input stands after the
+/// batch's last line, blank and invalid ones included: a rerun goes on
+/// after them, and does not report an invalid line a second time. (With
+/// the cursor at the last webhook, the rerun read and reported line 22
+/// again.)
+#[test]
+fn the_cursor_covers_blank_and_invalid_lines_at_a_batch_s_end() {
+    let dir = TempDir::new("journal-tail");
+    let input = format!("{}\n{{\"broken\": \n", lines(1..21));
+    std::fs::write(dir.path("in.jsonl"), input).unwrap();
+    let receiver = Receiver::start(Mode::Ok);
+    let named = || {
+        let mut cmd = hookpool(dir.dir());
+        cmd.args(["send", "--url", &receiver.url(), "--journal", "j.db"])
+            .arg("in.jsonl");
+        run(cmd, b"")
+    };
+    let out = named();
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(
+        (out.n("delivered"), out.n("invalid"), out.n("lines")),
+        (20, 1, 22),
+        "{}",
+        out.summary
+    );
+    let cursor = Journal::new(dir.path("j.db")).read_cursor().unwrap();
+    let line = cursor.map(|c| serde_json::from_str::<Value>(&c).unwrap()["line"].clone());
+    assert_eq!(line, Some(Value::from(22)));
+    let out = named();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        (
+            out.n("resumed_after_line"),
+            out.n("lines"),
+            out.n("invalid")
+        ),
+        (22, 0, 0),
+        "{}",
+        out.summary
+    );
+    assert_eq!(receiver.server.request_count(), 20);
+}
+
 /// Lines are committed in batches, one transaction each: a file in full
 /// ones (256 lines, since 1024 + 8 webhooks may be outstanding), and
 /// standard input that trickles line by line, each line as it comes, not

@@ -1,7 +1,7 @@
 //! The input of `hookpool send`: lines read on a thread of their own and
 //! handed over in batches, and, for a file, the position after each line (a
-//! [`Cursor`]) that the journal saves with a batch's last webhook, so that
-//! a rerun resumes after it.
+//! [`Cursor`]) that the journal saves with a batch of webhooks (the position
+//! after the batch's last line), so that a rerun resumes after it.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, IsTerminal, Read};

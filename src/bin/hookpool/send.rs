@@ -5,7 +5,7 @@
 //! each: the lines the input has already given, up to [`BATCH`] and the
 //! room left for outstanding webhooks (`--queue` plus `--workers`; a batch
 //! waits until half of that is free), with the input's position after the
-//! batch's last webhook. A rerun of a send that was killed or interrupted delivers
+//! batch's last line. A rerun of a send that was killed or interrupted delivers
 //! what the journal holds, then goes on after the last line journaled; an
 //! input that changed since is refused.
 
@@ -216,20 +216,21 @@ pub(crate) fn run(args: Args, interrupt: &Interrupt) -> Result<ExitCode, UsageEr
             read_error = Some(e.to_string());
         }
         let mut batch = Vec::with_capacity(read.lines.len());
-        // The position after the batch's last webhook, saved with it.
+        // The position after the batch's last line, saved with its
+        // webhooks: blank and invalid lines at its end are handled too,
+        // and a rerun does not report them again.
         let mut mark = None;
         for line in read.lines {
             last_line = line.n;
+            mark = line.mark;
             match make(line.bytes) {
                 Ok(None) => {}
-                Ok(Some(webhook)) => {
-                    batch.push((line.n, webhook));
-                    mark = line.mark;
-                }
+                Ok(Some(webhook)) => batch.push((line.n, webhook)),
                 Err(why) => session.invalid(line.n, &why),
             }
         }
         if let (Some(&(first, _)), Some(&(last, _))) = (batch.first(), batch.last()) {
+            let last = if mark.is_some() { last_line } else { last };
             let cursor = mark.map(Mark::cursor);
             let saves_cursor = cursor.is_some();
             match session.send_batch(batch, cursor) {
