@@ -183,6 +183,45 @@ fn dead_letters_live_in_redis_and_replay_puts_them_back() {
     let _ = hooks.shutdown();
 }
 
+/// A dead letter in Redis that cannot be read (written by something else):
+/// listing and replay go on with the others, the unreadable one stays in
+/// Redis untouched, and a warning names it and says how to look at it;
+/// it is never dropped quietly.
+#[test]
+fn an_unreadable_dead_letter_is_reported_and_left_in_redis() {
+    let Some(redis) = RedisServer::start("bad-letter") else {
+        return;
+    };
+    logger::install();
+    let server = TestServer::start(|_: &Recorded| Reply::Status(422));
+    let hooks = builder("bad-letter", RedisQueue::new(&redis.url(), "bad-letter"))
+        .build()
+        .unwrap();
+    for n in 0..2 {
+        hooks.send_durable(hook(&server, n), BOUND).unwrap();
+    }
+    assert!(wait_until(BOUND, || hooks
+        .stored_dead_letters(10)
+        .unwrap()
+        .len()
+        == 2));
+    let letters = hooks.stored_dead_letters(10).unwrap();
+    let (bad, good) = (letters[0].seq, letters[1].seq);
+    let key = "hookpool:{bad-letter}:letters";
+    redis.cli(&["HSET", key, &bad.to_string(), "{not a letter"]);
+    let listed: Vec<u64> = hooks
+        .stored_dead_letters(10)
+        .unwrap()
+        .iter()
+        .map(|l| l.seq)
+        .collect();
+    assert_eq!(listed, [good]);
+    let warned = logger::lines_containing(&format!("dead letter {bad} in {key} cannot be read"));
+    assert!(!warned.is_empty(), "no warning names the unreadable letter");
+    assert_eq!(redis.cli(&["HGET", key, &bad.to_string()]), "{not a letter");
+    let _ = hooks.shutdown();
+}
+
 /// Redis down: a durable send fails within the timeout with the webhook,
 /// never hangs or panics; once Redis is back, it works again.
 #[test]

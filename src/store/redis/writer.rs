@@ -1011,6 +1011,7 @@ impl Writer {
 
     fn settle(&mut self, batch: Vec<Op>, answers: Vec<Value>) {
         let c = &self.shared.counters;
+        let mut unreadable = Vec::new();
         c.commits.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
         let kind = |op: &Op| match op {
@@ -1077,8 +1078,9 @@ impl Writer {
                     c.latency.record_shared(now.saturating_duration_since(at));
                 }
                 Op::Letters { reply, .. } => {
-                    let value = answers.next();
-                    let _ = reply.send(Ok(value.map(parse_letters).unwrap_or_default()));
+                    let (letters, bad) = answers.next().map(parse_letters).unwrap_or_default();
+                    unreadable.extend(bad);
+                    let _ = reply.send(Ok(letters));
                 }
                 Op::Revive { reply, .. } => {
                     let n: i64 = answers
@@ -1096,12 +1098,21 @@ impl Writer {
                 }
             }
         }
+        let s = &self.shared;
+        for (seq, why) in unreadable {
+            log::warn!(
+                target: "hookpool",
+                "{}: dead letter {seq} in {} cannot be read ({why}): it stays there, and no replay lists it; look at it with `HGET {} {seq}`, then fix or `HDEL` it",
+                s.name,
+                s.keys.letters,
+                s.keys.letters
+            );
+        }
         // A change the worker no longer held: its webhook was taken back
         // (this process was declared dead) and another has it now.
         let stale: usize = (1..5).map(|k| sent[k].saturating_sub(held[k])).sum();
         if stale > 0 {
             c.stale.fetch_add(stale as u64, Ordering::Relaxed);
-            let s = &self.shared;
             let at = u64::try_from(s.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
             if s.stale_warned.allow(at, Duration::from_secs(10)) {
                 log::warn!(
@@ -1195,20 +1206,34 @@ fn letters(
     Ok(Value::Array(out))
 }
 
-fn parse_letters(value: Value) -> Vec<StoredDeadLetter> {
+/// The letters `letters` read, and those that could not be parsed, each
+/// with its number and why (a letter written by something else, or by a
+/// newer hookpool): those stay in Redis, and are reported, never dropped
+/// quietly.
+fn parse_letters(value: Value) -> (Vec<StoredDeadLetter>, Vec<(u64, String)>) {
     let Value::Array(items) = value else {
-        return Vec::new();
+        return Default::default();
     };
-    items
-        .chunks(2)
-        .filter_map(|pair| {
-            let seq: u64 = redis::from_redis_value_ref(pair.first()?).ok()?;
-            let json: String = redis::from_redis_value_ref(pair.get(1)?).ok()?;
-            let letter: Letter = serde_json::from_str(&json).ok()?;
-            Some(StoredDeadLetter {
-                seq,
-                letter: letter.into_dead_letter()?,
-            })
-        })
-        .collect()
+    let (mut letters, mut unreadable) = (Vec::new(), Vec::new());
+    for pair in items.chunks(2) {
+        let (Some(seq), Some(json)) = (pair.first(), pair.get(1)) else {
+            continue;
+        };
+        let Ok(seq) = redis::from_redis_value_ref::<u64>(seq) else {
+            continue;
+        };
+        let parsed = redis::from_redis_value_ref::<String>(json)
+            .map_err(|e| e.to_string())
+            .and_then(|json| serde_json::from_str::<Letter>(&json).map_err(|e| e.to_string()))
+            .and_then(|letter| {
+                letter
+                    .into_dead_letter()
+                    .ok_or_else(|| "its payload is not JSON".to_owned())
+            });
+        match parsed {
+            Ok(letter) => letters.push(StoredDeadLetter { seq, letter }),
+            Err(why) => unreadable.push((seq, why)),
+        }
+    }
+    (letters, unreadable)
 }
