@@ -729,7 +729,12 @@ fn heartbeat(shared: &Shared) {
                 }
                 Err(e) => {
                     shared.warn("connecting", &e);
-                    std::thread::sleep(backoff);
+                    // Woken by a close: a store closing while Redis is
+                    // gone does not wait out the backoff.
+                    let mut guard = shared.wake_lock.lock();
+                    if !shared.closing.load(Ordering::SeqCst) {
+                        shared.wake.wait_for(&mut guard, backoff);
+                    }
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     continue;
                 }
