@@ -6,9 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
-
-use hookpool::SigningSecret;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -155,20 +153,8 @@ impl Receiver {
     }
 }
 
-/// Which secret signed a request: 0 for [`SECRET`], 1 for [`OTHER_SECRET`].
+/// Which secret signed a request: 0 for [`SECRET`], 1 for [`OTHER_SECRET`]
+/// (or neither).
 pub fn signer(r: &Recorded) -> usize {
-    let header = |name| r.header(name).unwrap_or("");
-    let by = |secret: &str| {
-        hookpool::verify(
-            &[SigningSecret::new(secret).unwrap()],
-            header("webhook-id"),
-            header("webhook-timestamp"),
-            header("webhook-signature"),
-            &r.body,
-            SystemTime::now(),
-            Duration::from_secs(300),
-        )
-        .is_ok()
-    };
-    if by(SECRET) { 0 } else { 1 }
+    r.signed_by(&[SECRET]).map_or(1, |_| 0)
 }

@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use hookpool::{DeadLetter, DeadLetterReason, JsonlDeadLetters, SigningSecret, verify};
+use hookpool::{DeadLetter, DeadLetterReason, JsonlDeadLetters};
 use serde_json::{Value, json};
 
 use crate::common::server::{Recorded, Reply, TestServer};
@@ -587,23 +587,7 @@ pub(crate) fn seen(receiver: &TestServer) -> BTreeMap<(String, u64), Vec<Seen>> 
 /// Which secret signed a request: 0 for `SECRET`, 1 for `SECRET_2`, 2 for
 /// neither (an unsigned server).
 pub(crate) fn signer(r: &Recorded) -> usize {
-    let header = |name| r.header(name).unwrap_or_default();
-    let signed_by = |secret| {
-        verify(
-            &[SigningSecret::new(secret).unwrap()],
-            header("webhook-id"),
-            header("webhook-timestamp"),
-            header("webhook-signature"),
-            &r.body,
-            SystemTime::now(),
-            Duration::from_secs(300),
-        )
-        .is_ok()
-    };
-    [SECRET, SECRET_2]
-        .iter()
-        .position(|s| signed_by(s))
-        .unwrap_or(2)
+    r.signed_by(&[SECRET, SECRET_2]).unwrap_or(2)
 }
 
 /// The changes whose webhook the receiver has not seen.
