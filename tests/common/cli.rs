@@ -156,5 +156,5 @@ impl Receiver {
 /// Which secret signed a request: 0 for [`SECRET`], 1 for [`OTHER_SECRET`]
 /// (or neither).
 pub fn signer(r: &Recorded) -> usize {
-    r.signed_by(&[SECRET]).map_or(1, |_| 0)
+    super::signer(r, &[SECRET]).map_or(1, |_| 0)
 }

@@ -102,24 +102,6 @@ impl Recorded {
             .map(|(_, v)| v.as_str())
     }
 
-    /// Which of `secrets` signed it (Standard Webhooks, checked by the
-    /// crate's own `verify`), by index; `None` for none of them.
-    pub fn signed_by(&self, secrets: &[&str]) -> Option<usize> {
-        let header = |name| self.header(name).unwrap_or_default();
-        secrets.iter().position(|secret| {
-            hookpool::verify(
-                &[hookpool::SigningSecret::new(secret).unwrap()],
-                header("webhook-id"),
-                header("webhook-timestamp"),
-                header("webhook-signature"),
-                &self.body,
-                std::time::SystemTime::now(),
-                Duration::from_secs(300),
-            )
-            .is_ok()
-        })
-    }
-
     /// The body as UTF-8, lossily.
     pub fn body_text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()

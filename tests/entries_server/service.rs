@@ -587,7 +587,7 @@ pub(crate) fn seen(receiver: &TestServer) -> BTreeMap<(String, u64), Vec<Seen>> 
 /// Which secret signed a request: 0 for `SECRET`, 1 for `SECRET_2`, 2 for
 /// neither (an unsigned server).
 pub(crate) fn signer(r: &Recorded) -> usize {
-    r.signed_by(&[SECRET, SECRET_2]).unwrap_or(2)
+    crate::common::signer(r, &[SECRET, SECRET_2]).unwrap_or(2)
 }
 
 /// The changes whose webhook the receiver has not seen.
